@@ -1,0 +1,31 @@
+//! Errors of graph construction and passes.
+
+use crate::ir::{Location, NodeId};
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum GraphError {
+    /// A shape/dtype rule or builder rejected its operands. `op` is the
+    /// StableHLO-style op name, `loc` the model code that built it.
+    #[error("{op} at {loc}: {msg}")]
+    Op {
+        op: &'static str,
+        loc: Location,
+        msg: String,
+    },
+    #[error("unknown node {id} (graph has {len} nodes)")]
+    UnknownNode { id: NodeId, len: usize },
+    #[error("node {id} is a tuple; use get_tuple_element to read it")]
+    TupleValue { id: NodeId },
+    /// Autodiff reached an op without a VJP rule for this use.
+    #[error("{op} at {loc}: no gradient rule: {msg}")]
+    NoGradient {
+        op: &'static str,
+        loc: Location,
+        msg: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = GraphError> = std::result::Result<T, E>;

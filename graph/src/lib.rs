@@ -1,0 +1,1 @@
+//! The graph IR. Filled in by the graph issue.

@@ -1,0 +1,197 @@
+//! The closed set of primitive ops. Each op's builder, shape rule and VJP
+//! rule live together in `ops/<concept>.rs`; this file only dispatches.
+
+use crate::ops::{self, common::tensors};
+use crate::types::{DType, NodeType, Shape, TensorType};
+use serde::{Deserialize, Serialize};
+
+pub use crate::ops::annotate::Sharding;
+pub use crate::ops::conv::{ConvDims, ConvParams};
+pub use crate::ops::control::ScanParams;
+pub use crate::ops::dot::DotDims;
+pub use crate::ops::elementwise::{BinaryOp, CompareDir, UnaryOp};
+pub use crate::ops::leaf::{Literal, LiteralData};
+pub use crate::ops::pool::Window;
+pub use crate::ops::reduce::ReduceKind;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Trainable argument.
+    Parameter(TensorType),
+    /// Data argument.
+    Input(TensorType),
+    Constant(Literal),
+    /// Counts 0.. along `dim`, constant along the others.
+    Iota {
+        ty: TensorType,
+        dim: usize,
+    },
+    Unary(UnaryOp),
+    /// Same-typed operands; builders broadcast numpy-style first.
+    Binary(BinaryOp),
+    Compare(CompareDir),
+    /// `(pred, on_true, on_false)`, all the same shape.
+    Select,
+    Convert(DType),
+    /// Identity whose gradient is zero.
+    StopGradient,
+    /// `dims[i]` is the result dim of operand dim `i` (strictly increasing).
+    BroadcastInDim {
+        shape: Shape,
+        dims: Vec<usize>,
+    },
+    Reshape(Shape),
+    /// Result dim `i` is operand dim `perm[i]`.
+    Transpose(Vec<usize>),
+    Reverse(Vec<usize>),
+    Slice {
+        start: Vec<i64>,
+        limit: Vec<i64>,
+        stride: Vec<i64>,
+    },
+    /// `(operand, start indices...)`: scalar ints, clamped into range.
+    DynamicSlice {
+        sizes: Vec<i64>,
+    },
+    /// `(operand, update, start indices...)`.
+    DynamicUpdateSlice,
+    Concatenate {
+        dim: usize,
+    },
+    /// `(operand, scalar padding value)`; negative low/high crop.
+    Pad {
+        low: Vec<i64>,
+        high: Vec<i64>,
+        interior: Vec<i64>,
+    },
+    /// `(table [V, rest..], ids [I..]) -> [I.., rest..]`: row lookup.
+    Gather,
+    /// `(operand [V, rest..], ids [I..], updates [I.., rest..])`: adds each
+    /// update row into `operand[id]`; the transpose of `Gather`.
+    ScatterAdd,
+    DotGeneral {
+        dims: DotDims,
+        /// Result dtype when it differs from the operands' (bf16 -> f32).
+        out_dtype: Option<DType>,
+    },
+    Reduce {
+        kind: ReduceKind,
+        dims: Vec<usize>,
+    },
+    ArgMax {
+        dim: usize,
+        index_dtype: DType,
+    },
+    ReduceWindow {
+        kind: ReduceKind,
+        window: Window,
+    },
+    /// `(source, operand)`: adds each source value at the position of its
+    /// window's max in `operand` (the gradient of max pooling).
+    SelectAndScatterAdd {
+        window: Window,
+    },
+    Conv(ConvParams),
+    /// A loop over a body graph; produces a tuple `(carries.., stacked ys..)`.
+    Scan(Box<ScanParams>),
+    /// Identity on all operands that XLA may not move work across; a tuple.
+    OptimizationBarrier,
+    GetTupleElement(usize),
+    /// Identity carrying a sharding annotation.
+    Sharding(Sharding),
+}
+
+impl Op {
+    /// The StableHLO-style name used in errors and lowering.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Parameter(_) => "parameter",
+            Op::Input(_) => "input",
+            Op::Constant(_) => "constant",
+            Op::Iota { .. } => "iota",
+            Op::Unary(u) => u.name(),
+            Op::Binary(b) => b.name(),
+            Op::Compare(_) => "compare",
+            Op::Select => "select",
+            Op::Convert(_) => "convert",
+            Op::StopGradient => "stop_gradient",
+            Op::BroadcastInDim { .. } => "broadcast_in_dim",
+            Op::Reshape(_) => "reshape",
+            Op::Transpose(_) => "transpose",
+            Op::Reverse(_) => "reverse",
+            Op::Slice { .. } => "slice",
+            Op::DynamicSlice { .. } => "dynamic_slice",
+            Op::DynamicUpdateSlice => "dynamic_update_slice",
+            Op::Concatenate { .. } => "concatenate",
+            Op::Pad { .. } => "pad",
+            Op::Gather => "gather",
+            Op::ScatterAdd => "scatter_add",
+            Op::DotGeneral { .. } => "dot_general",
+            Op::Reduce { .. } => "reduce",
+            Op::ArgMax { .. } => "argmax",
+            Op::ReduceWindow { .. } => "reduce_window",
+            Op::SelectAndScatterAdd { .. } => "select_and_scatter_add",
+            Op::Conv(_) => "convolution",
+            Op::Scan(_) => "scan",
+            Op::OptimizationBarrier => "optimization_barrier",
+            Op::GetTupleElement(_) => "get_tuple_element",
+            Op::Sharding(_) => "sharding",
+        }
+    }
+}
+
+/// The shape/dtype rule of every op: the type a node with these operand
+/// types gets, or a message naming the offending shapes.
+pub(crate) fn infer(op: &Op, ins: &[&NodeType]) -> Result<NodeType, String> {
+    if let Op::GetTupleElement(i) = op {
+        return ops::control::infer_get_tuple_element(*i, ins).map(NodeType::Tensor);
+    }
+    let ins = tensors(ins)?;
+    let t = match op {
+        Op::Parameter(ty) | Op::Input(ty) => ops::leaf::infer_arg(ty, &ins)?,
+        Op::Constant(lit) => ops::leaf::infer_constant(lit, &ins)?,
+        Op::Iota { ty, dim } => ops::leaf::infer_iota(ty, *dim, &ins)?,
+        Op::Unary(u) => ops::elementwise::infer_unary(*u, &ins)?,
+        Op::Binary(b) => ops::elementwise::infer_binary(*b, &ins)?,
+        Op::Compare(_) => ops::elementwise::infer_compare(&ins)?,
+        Op::Select => ops::elementwise::infer_select(&ins)?,
+        Op::Convert(d) => ops::elementwise::infer_convert(*d, &ins)?,
+        Op::StopGradient => ops::annotate::infer_identity(&ins)?,
+        Op::Sharding(s) => ops::annotate::infer_sharding(s, &ins)?,
+        Op::BroadcastInDim { shape, dims } => {
+            ops::shape_ops::infer_broadcast_in_dim(shape, dims, &ins)?
+        }
+        Op::Reshape(s) => ops::shape_ops::infer_reshape(s, &ins)?,
+        Op::Transpose(p) => ops::shape_ops::infer_transpose(p, &ins)?,
+        Op::Reverse(d) => ops::shape_ops::infer_reverse(d, &ins)?,
+        Op::Slice {
+            start,
+            limit,
+            stride,
+        } => ops::slicing::infer_slice(start, limit, stride, &ins)?,
+        Op::DynamicSlice { sizes } => ops::slicing::infer_dynamic_slice(sizes, &ins)?,
+        Op::DynamicUpdateSlice => ops::slicing::infer_dynamic_update_slice(&ins)?,
+        Op::Concatenate { dim } => ops::slicing::infer_concatenate(*dim, &ins)?,
+        Op::Pad {
+            low,
+            high,
+            interior,
+        } => ops::slicing::infer_pad(low, high, interior, &ins)?,
+        Op::Gather => ops::gather::infer_gather(&ins)?,
+        Op::ScatterAdd => ops::gather::infer_scatter_add(&ins)?,
+        Op::DotGeneral { dims, out_dtype } => ops::dot::infer_dot_general(dims, *out_dtype, &ins)?,
+        Op::Reduce { kind, dims } => ops::reduce::infer_reduce(*kind, dims, &ins)?,
+        Op::ArgMax { dim, index_dtype } => ops::reduce::infer_argmax(*dim, *index_dtype, &ins)?,
+        Op::ReduceWindow { kind, window } => ops::pool::infer_reduce_window(*kind, window, &ins)?,
+        Op::SelectAndScatterAdd { window } => {
+            ops::pool::infer_select_and_scatter_add(window, &ins)?
+        }
+        Op::Conv(p) => ops::conv::infer_conv(p, &ins)?,
+        Op::Scan(p) => return ops::control::infer_scan(p, &ins).map(NodeType::Tuple),
+        Op::OptimizationBarrier => {
+            return Ok(NodeType::Tuple(ins.iter().map(|t| (*t).clone()).collect()))
+        }
+        Op::GetTupleElement(_) => return Err("operand must be a tuple".into()),
+    };
+    Ok(NodeType::Tensor(t))
+}

@@ -1,0 +1,1 @@
+//! Graph -> StableHLO lowering. Filled in by the graph issue.

@@ -1,0 +1,1 @@
+//! Model definitions. Filled in by the model issues.

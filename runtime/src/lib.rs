@@ -1,0 +1,27 @@
+//! rxla's own binding to the PJRT C API: plugins, clients, devices, buffers, executables,
+//! and provisioning of plugins.
+//!
+//! ```no_run
+//! let client = runtime::provision::cpu_client(1)?;
+//! let x = client.buffer_from_host(&[1.0f32, 2.0], &[2], 0)?;
+//! # Ok::<(), runtime::Error>(())
+//! ```
+
+mod buffer;
+mod client;
+mod dtype;
+mod error;
+mod executable;
+pub mod fetch;
+pub mod ffi;
+mod plugin;
+mod proto;
+pub mod provision;
+
+pub use buffer::Buffer;
+pub use client::{Client, CreateOptions, Device};
+pub use dtype::{ElementType, NativeType, TensorSpec};
+pub use error::{Error, ErrorCode, Result};
+pub use executable::{CompileOptions, Executable, MemoryStats};
+pub use plugin::{NamedValue, Plugin};
+pub use half::{bf16, f16};

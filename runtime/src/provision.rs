@@ -1,0 +1,202 @@
+//! Finding (and for CPU, fetching) the PJRT plugin for a backend.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use crate::client::{Client, CreateOptions};
+use crate::error::{Error, Result};
+use crate::fetch::{ensure_package, PinnedPackage, Registry};
+use crate::plugin::Plugin;
+
+/// Which kind of device to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Cpu,
+    Cuda,
+    Tpu,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Backend::Cpu),
+            "cuda" | "gpu" => Ok(Backend::Cuda),
+            "tpu" => Ok(Backend::Tpu),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown backend `{other}`: use cpu, cuda or tpu"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+            Backend::Tpu => "tpu",
+        })
+    }
+}
+
+/// The default CPU plugin: newest XLA (PJRT API 0.115), compile-only AOT support, and clean
+/// errors for bad create options (see README).
+pub const DEFAULT_CPU_PLUGIN: PinnedPackage = PinnedPackage {
+    registry: Registry::PipWheel,
+    name: "lammps-jax-pjrt-cpu",
+    version: "0.11.2",
+    sha256: "1319390d948b39f69f7dade496b7c385149d9ca6097a6b62114da113216d9ad1",
+};
+const DEFAULT_CPU_PLUGIN_FILE: &str = "lammps_jax_pjrt_cpu/pjrt_c_api_cpu_plugin.so";
+
+/// The OpenXLA CPU plugin that ships `pjrt_c_api.h` 0.81, the header our layout follows.
+pub const HEADER_PACKAGE: PinnedPackage = PinnedPackage {
+    registry: Registry::PipWheel,
+    name: "xla-cpu-pjrt",
+    version: "0.0.1",
+    sha256: "55837b6b7b47daa717f2d9a5a03563ea0ceaa338d06a81a1e2d3f060d960decc",
+};
+
+/// Path of `pjrt_c_api.h` inside [`HEADER_PACKAGE`], fetching it if needed.
+pub fn pjrt_header() -> Result<PathBuf> {
+    Ok(ensure_package(&HEADER_PACKAGE)?.join("xla_plugins/xla_cpu_pjrt/include/pjrt_c_api.h"))
+}
+
+/// Backend from the argument, else `RXLA_BACKEND`, else CPU.
+pub fn backend_from_env(arg: Option<Backend>) -> Result<Backend> {
+    if let Some(b) = arg {
+        return Ok(b);
+    }
+    match std::env::var("RXLA_BACKEND") {
+        Ok(s) if !s.is_empty() => s.parse(),
+        _ => Ok(Backend::Cpu),
+    }
+}
+
+/// Where the plugin for `backend` is: `RXLA_PJRT_PLUGIN` wins; CPU is fetched if missing.
+pub fn plugin_path(backend: Backend) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("RXLA_PJRT_PLUGIN").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let err = |reason: String| Error::Provision {
+        backend: backend.to_string(),
+        reason,
+    };
+    match backend {
+        Backend::Cpu => Ok(ensure_package(&DEFAULT_CPU_PLUGIN)?.join(DEFAULT_CPU_PLUGIN_FILE)),
+        Backend::Cuda => {
+            let mut candidates: Vec<PathBuf> = Vec::new();
+            if let Some(p) = std::env::var_os("PJRT_CUDA_PLUGIN") {
+                candidates.push(p.into());
+            }
+            for dir in python_site_dirs() {
+                for v in ["xla_cuda13", "xla_cuda12"] {
+                    candidates.push(dir.join("jax_plugins").join(v).join("xla_cuda_plugin.so"));
+                }
+            }
+            first_file(&candidates).ok_or_else(|| {
+                err("no CUDA PJRT plugin found (looked for jax_plugins/xla_cuda12|13/\
+                     xla_cuda_plugin.so in Python's site-packages and $PJRT_CUDA_PLUGIN); \
+                     install one with `python3 -m pip install jax-cuda12-pjrt` (or \
+                     jax-cuda13-pjrt), or set RXLA_PJRT_PLUGIN=/path/to/xla_cuda_plugin.so"
+                    .into())
+            })
+        }
+        Backend::Tpu => {
+            let mut candidates: Vec<PathBuf> = Vec::new();
+            if let Some(p) = std::env::var_os("TPU_LIBRARY_PATH") {
+                candidates.push(p.into());
+            }
+            for dir in python_site_dirs() {
+                candidates.push(dir.join("libtpu").join("libtpu.so"));
+            }
+            first_file(&candidates).ok_or_else(|| {
+                err("no TPU PJRT plugin found (looked for libtpu/libtpu.so in Python's \
+                     site-packages and $TPU_LIBRARY_PATH); install it with `python3 -m pip \
+                     install libtpu`, or set RXLA_PJRT_PLUGIN=/path/to/libtpu.so"
+                    .into())
+            })
+        }
+    }
+}
+
+fn first_file(candidates: &[PathBuf]) -> Option<PathBuf> {
+    candidates.iter().find(|p| p.is_file()).cloned()
+}
+
+fn python_site_dirs() -> Vec<PathBuf> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import site,sys;print('\\n'.join(site.getsitepackages()+[site.getusersitepackages()]+sys.path))",
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+static PLUGINS: Mutex<Vec<(PathBuf, Arc<Plugin>)>> = Mutex::new(Vec::new());
+
+/// Loads a plugin once per process (a plugin must not be initialized twice).
+pub fn load_plugin(path: &Path) -> Result<Arc<Plugin>> {
+    let mut cache = PLUGINS.lock().unwrap_or_else(|e| e.into_inner());
+    let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if let Some((_, p)) = cache.iter().find(|(k, _)| *k == key) {
+        return Ok(p.clone());
+    }
+    let p = Plugin::load(&key)?;
+    cache.push((key, p.clone()));
+    Ok(p)
+}
+
+/// Options for [`client`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientRequest {
+    pub backend: Option<Backend>,
+    /// Number of virtual devices (CPU only).
+    pub cpu_devices: Option<usize>,
+    /// Show the plugin's own logs (unless `TF_CPP_MIN_LOG_LEVEL` is set by the user).
+    pub verbose: bool,
+}
+
+/// The one-call way to a client: provision the plugin, load it, create the client.
+pub fn client(req: &ClientRequest) -> Result<Client> {
+    let backend = backend_from_env(req.backend)?;
+    if req.verbose && std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
+        std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "0");
+    }
+    let path = plugin_path(backend)?;
+    let plugin = load_plugin(&path)?;
+    let mut opts = CreateOptions::new();
+    if let Some(n) = req.cpu_devices {
+        if backend != Backend::Cpu {
+            return Err(Error::InvalidArgument(format!(
+                "--cpu-devices applies to the cpu backend, not {backend}"
+            )));
+        }
+        if n == 0 {
+            return Err(Error::InvalidArgument(
+                "--cpu-devices must be at least 1".into(),
+            ));
+        }
+        opts = opts.cpu_device_count(n);
+    }
+    Client::new(plugin, &opts)
+}
+
+/// A CPU client with `n` devices (tests, benches).
+pub fn cpu_client(n: usize) -> Result<Client> {
+    client(&ClientRequest {
+        backend: Some(Backend::Cpu),
+        cpu_devices: Some(n),
+        verbose: false,
+    })
+}

@@ -1,0 +1,1 @@
+//! rxla: trainer, data, checkpoints and CLI.
