@@ -1,1 +1,3 @@
-//! rxla: trainer, data, checkpoints and CLI.
+//! rxla: trainer, data, checkpoints and CLI on top of the graph, lowering and PJRT runtime.
+
+pub mod cli;

@@ -102,7 +102,12 @@ impl Client {
         self.plugin_ref().call(&mut args)?;
         // Wait until the plugin is done with `bytes` (it may copy asynchronously).
         self.await_event(args.done_with_host_buffer)?;
-        Ok(Buffer::from_raw(self.clone(), args.buffer, ty, dims.to_vec()))
+        Ok(Buffer::from_raw(
+            self.clone(),
+            args.buffer,
+            ty,
+            dims.to_vec(),
+        ))
     }
 
     /// Awaits and destroys an event; null is a no-op.

@@ -164,9 +164,13 @@ impl Client {
         for i in 0..addr.num_addressable_devices {
             // SAFETY: as above.
             let d = unsafe { *addr.addressable_devices.add(i) };
-            let idx = inner.devices.iter().position(|x| x.raw == d).ok_or_else(|| {
-                Error::InvalidArgument("addressable device not among client devices".into())
-            })?;
+            let idx = inner
+                .devices
+                .iter()
+                .position(|x| x.raw == d)
+                .ok_or_else(|| {
+                    Error::InvalidArgument("addressable device not among client devices".into())
+                })?;
             inner.addressable.push(idx);
         }
         Ok(Client {

@@ -194,7 +194,8 @@ impl Executable {
         name.executable = exe.exe;
         plugin.call(&mut name)?;
         // SAFETY: string owned by the executable.
-        exe.name = unsafe { crate::plugin::str_from(name.executable_name, name.executable_name_size) };
+        exe.name =
+            unsafe { crate::plugin::str_from(name.executable_name, name.executable_name_size) };
         let mut nr = ffi::PJRT_Executable_NumReplicas_Args::new();
         nr.executable = exe.exe;
         plugin.call(&mut nr)?;

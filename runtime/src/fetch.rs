@@ -101,7 +101,14 @@ fn fetch_into(pkg: &PinnedPackage, tmp: &Path, dest: &Path) -> Result<()> {
     let mut cmd = match pkg.registry {
         Registry::PipWheel | Registry::PipSdist => {
             let mut c = Command::new("python3");
-            c.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"]);
+            c.args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+            ]);
             if pkg.registry == Registry::PipSdist {
                 c.args(["--no-binary", ":all:"]);
             }
@@ -110,7 +117,9 @@ fn fetch_into(pkg: &PinnedPackage, tmp: &Path, dest: &Path) -> Result<()> {
         }
         Registry::Npm => {
             let mut c = Command::new("npm");
-            c.args(["pack", "--silent", "--pack-destination"]).arg(&dl).arg(pkg.spec());
+            c.args(["pack", "--silent", "--pack-destination"])
+                .arg(&dl)
+                .arg(pkg.spec());
             c.current_dir(&dl);
             c
         }
@@ -120,7 +129,10 @@ fn fetch_into(pkg: &PinnedPackage, tmp: &Path, dest: &Path) -> Result<()> {
         _ => "python3 -m pip",
     };
     let out = cmd.output().map_err(|e| {
-        fetch_err(pkg, format!("cannot run {client} ({e}); install it, then retry"))
+        fetch_err(
+            pkg,
+            format!("cannot run {client} ({e}); install it, then retry"),
+        )
     })?;
     if !out.status.success() {
         return Err(fetch_err(
@@ -132,7 +144,10 @@ fn fetch_into(pkg: &PinnedPackage, tmp: &Path, dest: &Path) -> Result<()> {
         ));
     }
     let archive = single_file(&dl).ok_or_else(|| {
-        fetch_err(pkg, format!("{client} left no single archive in {}", dl.display()))
+        fetch_err(
+            pkg,
+            format!("{client} left no single archive in {}", dl.display()),
+        )
     })?;
     let digest = sha256_file(&archive)?;
     if digest != pkg.sha256 {
@@ -152,7 +167,10 @@ fn fetch_into(pkg: &PinnedPackage, tmp: &Path, dest: &Path) -> Result<()> {
     if let Err(e) = std::fs::rename(&unpacked, dest) {
         // Another process may have won the race; its copy is as good as ours.
         if !dest.join(COMPLETE).is_file() {
-            return Err(Error::io(format!("moving package into {}", dest.display()), e));
+            return Err(Error::io(
+                format!("moving package into {}", dest.display()),
+                e,
+            ));
         }
     }
     Ok(())

@@ -131,6 +131,7 @@ pjrt_struct! {
         extension_start: *mut PJRT_Extension_Base,
         name: *const c_char,
         name_size: usize,
+        #[c = "type"]
         type_: PJRT_NamedValue_Type,
         #[c = "string_value"]
         value: PJRT_NamedValue_Value,
@@ -230,6 +231,7 @@ pjrt_struct! {
         extension_start: *mut PJRT_Extension_Base,
         client: *mut PJRT_Client,
         data: *const c_void,
+        #[c = "type"]
         type_: PJRT_Buffer_Type,
         dims: *const i64,
         num_dims: usize,
@@ -414,6 +416,7 @@ pjrt_struct! {
         struct_size: usize,
         extension_start: *mut PJRT_Extension_Base,
         buffer: *mut PJRT_Buffer,
+        #[c = "type"]
         type_: PJRT_Buffer_Type,
     }
     PJRT_Buffer_Dimensions_Args {
@@ -642,4 +645,3 @@ pjrt_api! {
     PJRT_Client_FulfillAliasBuffer,
     PJRT_LoadedExecutable_GetDeviceAssignment,
 }
-

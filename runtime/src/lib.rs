@@ -23,5 +23,5 @@ pub use client::{Client, CreateOptions, Device};
 pub use dtype::{ElementType, NativeType, TensorSpec};
 pub use error::{Error, ErrorCode, Result};
 pub use executable::{CompileOptions, Executable, MemoryStats};
-pub use plugin::{NamedValue, Plugin};
 pub use half::{bf16, f16};
+pub use plugin::{NamedValue, Plugin};

@@ -1,11 +1,11 @@
 //! Loading a PJRT plugin (`.so` exporting `GetPjrtApi`) and calling through its function table.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::ffi::{self, PjrtArgs, PJRT_Api, PJRT_Error};
+use crate::ffi::{self, PJRT_Api, PJRT_Error, PjrtArgs};
 
 /// A value of a plugin attribute or a client create option.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,12 +73,12 @@ impl Plugin {
             ))
         })?;
         // SAFETY: `GetPjrtApi` has signature `const PJRT_Api* GetPjrtApi()` in every plugin.
-        let get_api: libloading::Symbol<unsafe extern "C" fn() -> *const PJRT_Api> =
-            unsafe { lib.get(b"GetPjrtApi\0") }.map_err(|_| {
-                load_err(
-                    "the library does not export GetPjrtApi, so it is not a PJRT plugin".into(),
-                )
-            })?;
+        let get_api: libloading::Symbol<unsafe extern "C" fn() -> *const PJRT_Api> = unsafe {
+            lib.get(b"GetPjrtApi\0")
+        }
+        .map_err(|_| {
+            load_err("the library does not export GetPjrtApi, so it is not a PJRT plugin".into())
+        })?;
         let api = unsafe { get_api() };
         if api.is_null() {
             return Err(load_err("GetPjrtApi returned null".into()));
@@ -154,9 +154,8 @@ impl Plugin {
 
     /// Calls the PJRT function that takes `A`, turning a returned error into `Error::Pjrt`.
     pub(crate) fn call<A: PjrtArgs>(&self, args: &mut A) -> Result<()> {
-        let f = A::func(self.api()).ok_or_else(|| {
-            Error::InvalidArgument(format!("plugin lacks {}", A::NAME))
-        })?;
+        let f = A::func(self.api())
+            .ok_or_else(|| Error::InvalidArgument(format!("plugin lacks {}", A::NAME)))?;
         // SAFETY: `A` is the args struct of exactly this function (bound by `pjrt_api!`), with
         // `struct_size` set, and its pointers are valid for the call (caller's duty).
         let err = unsafe { f(args as *mut A as *mut std::ffi::c_void) };
@@ -173,15 +172,14 @@ impl Plugin {
         let mut code = ffi::PJRT_Error_GetCode_Args::new();
         code.error = err;
         let api = self.api();
-        // SAFETY: `err` is a live error from this plugin; message/code calls don't fail.
+        // SAFETY: `err` is a live error from this plugin; these two calls cannot fail.
         let message = unsafe {
             if let Some(f) = api.PJRT_Error_Message {
                 f(&mut msg as *mut _ as *mut _);
             }
-            let code_err = api
-                .PJRT_Error_GetCode
-                .map(|f| f(&mut code as *mut _ as *mut _));
-            let _ = code_err;
+            if let Some(f) = api.PJRT_Error_GetCode {
+                f(&mut code as *mut _ as *mut _);
+            }
             str_from(msg.message, msg.message_size)
         };
         let mut destroy = ffi::PJRT_Error_Destroy_Args::new();
@@ -234,14 +232,4 @@ unsafe fn read_named_value(v: &ffi::PJRT_NamedValue) -> (String, NamedValue) {
         t => NamedValue::String(format!("<unknown value type {t}>")),
     };
     (name, value)
-}
-
-/// Reads a C string the plugin owns (null-terminated).
-#[allow(dead_code)]
-pub(crate) unsafe fn cstr(ptr: *const c_char) -> String {
-    if ptr.is_null() {
-        String::new()
-    } else {
-        CStr::from_ptr(ptr).to_string_lossy().into_owned()
-    }
 }

@@ -97,11 +97,13 @@ pub fn plugin_path(backend: Backend) -> Result<PathBuf> {
                 }
             }
             first_file(&candidates).ok_or_else(|| {
-                err("no CUDA PJRT plugin found (looked for jax_plugins/xla_cuda12|13/\
+                err(
+                    "no CUDA PJRT plugin found (looked for jax_plugins/xla_cuda12|13/\
                      xla_cuda_plugin.so in Python's site-packages and $PJRT_CUDA_PLUGIN); \
                      install one with `python3 -m pip install jax-cuda12-pjrt` (or \
                      jax-cuda13-pjrt), or set RXLA_PJRT_PLUGIN=/path/to/xla_cuda_plugin.so"
-                    .into())
+                        .into(),
+                )
             })
         }
         Backend::Tpu => {
@@ -113,10 +115,12 @@ pub fn plugin_path(backend: Backend) -> Result<PathBuf> {
                 candidates.push(dir.join("libtpu").join("libtpu.so"));
             }
             first_file(&candidates).ok_or_else(|| {
-                err("no TPU PJRT plugin found (looked for libtpu/libtpu.so in Python's \
+                err(
+                    "no TPU PJRT plugin found (looked for libtpu/libtpu.so in Python's \
                      site-packages and $TPU_LIBRARY_PATH); install it with `python3 -m pip \
                      install libtpu`, or set RXLA_PJRT_PLUGIN=/path/to/libtpu.so"
-                    .into())
+                        .into(),
+                )
             })
         }
     }
