@@ -350,3 +350,21 @@ fn not_a_plugin_is_a_clear_error() {
     assert!(err.contains("not a loadable shared library"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sha256_mismatch_installs_nothing() {
+    use runtime::fetch::{ensure_package_in, PinnedPackage, Registry};
+    let root = std::env::temp_dir().join(format!("rxla-sha-{}", std::process::id()));
+    let pkg = PinnedPackage {
+        registry: Registry::PipWheel,
+        name: "six",
+        version: "1.16.0",
+        sha256: "0000000000000000000000000000000000000000000000000000000000000000",
+    };
+    let err = ensure_package_in(&root, &pkg).unwrap_err().to_string();
+    assert!(err.contains("six==1.16.0") && err.contains("sha256 mismatch"), "{err}");
+    // Nothing half-installed is left behind.
+    let left: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir_all(&root).unwrap();
+}

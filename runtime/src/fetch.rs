@@ -64,7 +64,11 @@ const COMPLETE: &str = ".rxla-complete";
 
 /// Returns the directory holding the unpacked package, fetching it on first use.
 pub fn ensure_package(pkg: &PinnedPackage) -> Result<PathBuf> {
-    let root = cache_dir().join("packages");
+    ensure_package_in(&cache_dir().join("packages"), pkg)
+}
+
+/// [`ensure_package`] with an explicit packages directory.
+pub fn ensure_package_in(root: &Path, pkg: &PinnedPackage) -> Result<PathBuf> {
     let dest = root.join(pkg.dir_name());
     if dest.join(COMPLETE).is_file() {
         return Ok(dest);
@@ -73,7 +77,7 @@ pub fn ensure_package(pkg: &PinnedPackage) -> Result<PathBuf> {
     if dest.join(COMPLETE).is_file() {
         return Ok(dest);
     }
-    std::fs::create_dir_all(&root)
+    std::fs::create_dir_all(root)
         .map_err(|e| Error::io(format!("creating cache dir {}", root.display()), e))?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
