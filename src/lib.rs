@@ -1,3 +1,5 @@
 //! rxla: trainer, data, checkpoints and CLI on top of the graph, lowering and PJRT runtime.
 
 pub mod cli;
+pub mod config;
+pub mod data;

@@ -362,7 +362,10 @@ fn sha256_mismatch_installs_nothing() {
         sha256: "0000000000000000000000000000000000000000000000000000000000000000",
     };
     let err = ensure_package_in(&root, &pkg).unwrap_err().to_string();
-    assert!(err.contains("six==1.16.0") && err.contains("sha256 mismatch"), "{err}");
+    assert!(
+        err.contains("six==1.16.0") && err.contains("sha256 mismatch"),
+        "{err}"
+    );
     // Nothing half-installed is left behind.
     let left: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");

@@ -1,0 +1,317 @@
+//! Training configuration: TOML files with `--set key=value` overrides.
+//!
+//! Unknown keys and wrong types are errors that name the full key (`optimizer.lr`). The
+//! `[model]` table is kept raw here and parsed by the model it names, so each model owns its
+//! own config struct.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Reads a TOML file and applies `key=value` overrides (dotted keys; values in TOML syntax,
+/// bare words taken as strings).
+pub fn load_table(path: &Path, sets: &[String]) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e| anyhow!("config file {} is not valid TOML: {e}", path.display()))?;
+    for s in sets {
+        apply_set(&mut table, s)?;
+    }
+    Ok(table)
+}
+
+/// Applies one `a.b.c=value` override.
+pub fn apply_set(table: &mut toml::Table, set: &str) -> Result<()> {
+    let (key, raw) = set
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--set `{set}`: expected key=value"))?;
+    let key = key.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("--set `{set}`: empty key segment");
+    }
+    let value = parse_value(raw.trim());
+    let mut t = table;
+    for (i, p) in parts[..parts.len() - 1].iter().enumerate() {
+        let entry = t
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        t = entry.as_table_mut().ok_or_else(|| {
+            anyhow!(
+                "--set `{set}`: `{}` is a value, not a table",
+                parts[..=i].join(".")
+            )
+        })?;
+    }
+    t.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Deserializes `value` into `T`; errors name the full dotted key under `prefix`.
+pub fn parse_section<T: DeserializeOwned>(value: toml::Value, prefix: &str) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let key = match (prefix.is_empty(), path.as_str()) {
+            (true, _) => path.clone(),
+            (false, ".") => prefix.to_string(),
+            (false, p) => format!("{prefix}.{p}"),
+        };
+        anyhow!("config key `{key}`: {}", e.inner())
+    })
+}
+
+/// The whole training run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seeds parameter init, data order and dropout.
+    #[serde(default)]
+    pub seed: u64,
+    /// `kind = "..."` plus the model's own keys (parsed by the model).
+    pub model: toml::Table,
+    pub data: DataConfig,
+    pub train: TrainSection,
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+}
+
+impl TrainConfig {
+    pub fn load(path: &Path, sets: &[String]) -> Result<TrainConfig> {
+        let table = load_table(path, sets)?;
+        parse_section(toml::Value::Table(table), "")
+            .with_context(|| format!("in config {}", path.display()))
+    }
+
+    /// The model kind (`[model] kind = "cnn"`).
+    pub fn model_kind(&self) -> Result<&str> {
+        self.model
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                anyhow!("config key `model.kind` is missing: name a model, e.g. kind = \"cnn\"")
+            })
+    }
+
+    /// The `[model]` table without `kind`, parsed into the model's config struct.
+    pub fn model_config<T: DeserializeOwned>(&self) -> Result<T> {
+        let mut t = self.model.clone();
+        t.remove("kind");
+        parse_section(toml::Value::Table(t), "model")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A dataset name known to `rxla::data` (e.g. "mnist").
+    pub dataset: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    pub batch_size: usize,
+    /// Train for this many epochs (ignored when `steps` is set).
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// Train for this many optimizer steps.
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// Evaluate every N steps (and at the end); 0 = only at the end.
+    #[serde(default)]
+    pub eval_every: usize,
+    /// Log a line every N steps.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// Eval batch size (defaults to the training batch size).
+    #[serde(default)]
+    pub eval_batch_size: Option<usize>,
+}
+
+fn default_log_every() -> usize {
+    50
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    /// SGD momentum (0 = plain SGD).
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Decoupled weight decay (AdamW); L2 added to the gradient for SGD/Adam.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Clip gradients to this global L2 norm (none when absent).
+    #[serde(default)]
+    pub clip_norm: Option<f64>,
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-7
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            lr: 1e-3,
+            momentum: 0.0,
+            nesterov: false,
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            eps: default_eps(),
+            weight_decay: 0.0,
+            clip_norm: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    Constant,
+    /// Linear warmup, then cosine decay to `min_lr_ratio * lr` at the last step.
+    WarmupCosine,
+    /// Linear warmup, then linear decay to `min_lr_ratio * lr` at the last step.
+    WarmupLinear,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    #[serde(default)]
+    pub warmup_steps: usize,
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            kind: ScheduleKind::Constant,
+            warmup_steps: 0,
+            min_lr_ratio: 0.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, sets: &[&str]) -> Result<TrainConfig> {
+        let mut t: toml::Table = text.parse()?;
+        for s in sets {
+            apply_set(&mut t, s)?;
+        }
+        parse_section(toml::Value::Table(t), "")
+    }
+
+    const BASE: &str = r#"
+seed = 3
+[model]
+kind = "mlp"
+[data]
+dataset = "mnist"
+[train]
+batch_size = 32
+epochs = 1
+[optimizer]
+kind = "adam"
+lr = 0.001
+"#;
+
+    #[test]
+    fn parses_and_overrides() {
+        let c = parse(
+            BASE,
+            &[
+                "optimizer.lr=3e-3",
+                "train.steps=10",
+                "model.hidden=[64, 32]",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.seed, 3);
+        assert_eq!(c.optimizer.lr, 3e-3);
+        assert_eq!(c.train.steps, Some(10));
+        assert_eq!(c.model_kind().unwrap(), "mlp");
+        assert_eq!(c.model["hidden"].as_array().unwrap().len(), 2);
+        assert_eq!(c.schedule.kind, ScheduleKind::Constant);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse(BASE, &["optimizer.lrr=1"]).unwrap_err().to_string();
+        assert!(err.contains("optimizer") && err.contains("lrr"), "{err}");
+        let err = parse(BASE, &["colour=1"]).unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = parse(BASE, &["train.batch_size=\"big\""])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`train.batch_size`") && err.contains("invalid type"),
+            "{err}"
+        );
+        let err = parse(BASE, &["optimizer.kind=rmsprop"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`optimizer.kind`") && err.contains("rmsprop"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn set_needs_key_value() {
+        let mut t = toml::Table::new();
+        assert!(apply_set(&mut t, "novalue").is_err());
+        assert!(apply_set(&mut t, "a..b=1").is_err());
+        apply_set(&mut t, "a=1").unwrap();
+        let err = apply_set(&mut t, "a.b=2").unwrap_err().to_string();
+        assert!(err.contains("`a` is a value"), "{err}");
+    }
+}

