@@ -6,8 +6,8 @@ use crate::types::{DType, NodeType, Shape, TensorType};
 use serde::{Deserialize, Serialize};
 
 pub use crate::ops::annotate::Sharding;
-pub use crate::ops::conv::{ConvDims, ConvParams};
 pub use crate::ops::control::ScanParams;
+pub use crate::ops::conv::{ConvDims, ConvParams};
 pub use crate::ops::dot::DotDims;
 pub use crate::ops::elementwise::{BinaryOp, CompareDir, UnaryOp};
 pub use crate::ops::leaf::{Literal, LiteralData};
@@ -194,4 +194,55 @@ pub(crate) fn infer(op: &Op, ins: &[&NodeType]) -> Result<NodeType, String> {
         Op::GetTupleElement(_) => return Err("operand must be a tuple".into()),
     };
     Ok(NodeType::Tensor(t))
+}
+
+/// The VJP rule of every single-output op: cotangents of its operands given
+/// the cotangent `ct` of node `id` (tuple ops are handled by autodiff).
+pub(crate) fn vjp_node(
+    g: &mut crate::ir::Graph,
+    id: crate::ir::NodeId,
+    ct: crate::ir::NodeId,
+) -> crate::error::Result<ops::common::Cts> {
+    use ops::*;
+    let node = g.node(id)?;
+    let (op, inputs) = (node.op.clone(), node.inputs.clone());
+    let v = common::Vjp {
+        out: id,
+        inputs: &inputs,
+        ct,
+    };
+    match &op {
+        Op::Parameter(_) | Op::Input(_) | Op::Constant(_) | Op::Iota { .. } => Ok(vec![]),
+        Op::Unary(u) => elementwise::vjp_unary(g, *u, &v),
+        Op::Binary(b) => elementwise::vjp_binary(g, *b, &v),
+        Op::Compare(_) => Ok(vec![None, None]),
+        Op::Select => elementwise::vjp_select(g, &v),
+        Op::Convert(_) => elementwise::vjp_convert(g, &v),
+        Op::StopGradient => Ok(vec![None]),
+        Op::Sharding(s) => annotate::vjp_sharding(g, s, &v),
+        Op::BroadcastInDim { dims, .. } => shape_ops::vjp_broadcast_in_dim(g, dims, &v),
+        Op::Reshape(_) => shape_ops::vjp_reshape(g, &v),
+        Op::Transpose(p) => shape_ops::vjp_transpose(g, p, &v),
+        Op::Reverse(d) => shape_ops::vjp_reverse(g, d, &v),
+        Op::Slice { start, stride, .. } => slicing::vjp_slice(g, start, stride, &v),
+        Op::DynamicSlice { .. } => slicing::vjp_dynamic_slice(g, &v),
+        Op::DynamicUpdateSlice => slicing::vjp_dynamic_update_slice(g, &v),
+        Op::Concatenate { dim } => slicing::vjp_concatenate(g, *dim, &v),
+        Op::Pad {
+            low,
+            high,
+            interior,
+        } => slicing::vjp_pad(g, low, high, interior, &v),
+        Op::Gather => gather::vjp_gather(g, &v),
+        Op::ScatterAdd => gather::vjp_scatter_add(g, &v),
+        Op::DotGeneral { dims, .. } => dot::vjp_dot_general(g, dims, &v),
+        Op::Reduce { kind, dims } => reduce::vjp_reduce(g, *kind, dims, &v),
+        Op::ArgMax { .. } => Ok(vec![None]),
+        Op::ReduceWindow { kind, window } => pool::vjp_reduce_window(g, *kind, window, &v),
+        Op::SelectAndScatterAdd { .. } => pool::vjp_select_and_scatter_add(g, id),
+        Op::Conv(p) => conv::vjp_conv(g, p, &v),
+        Op::Scan(_) | Op::OptimizationBarrier | Op::GetTupleElement(_) => Err(
+            crate::error::GraphError::Invalid(format!("internal: {} is a tuple op", op.name())),
+        ),
+    }
 }

@@ -27,8 +27,9 @@ pub(crate) fn tensors<'a>(ins: &[&'a NodeType]) -> Result<Vec<&'a TensorType>, S
     ins.iter()
         .enumerate()
         .map(|(i, t)| {
-            t.as_tensor()
-                .ok_or_else(|| format!("operand {i} is a tuple {t}; read it with get_tuple_element"))
+            t.as_tensor().ok_or_else(|| {
+                format!("operand {i} is a tuple {t}; read it with get_tuple_element")
+            })
         })
         .collect()
 }
@@ -92,8 +93,16 @@ pub(crate) fn broadcast_shapes(a: &[i64], b: &[i64]) -> Option<Vec<i64>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,

@@ -308,7 +308,10 @@ impl Graph {
         let Some(common) = broadcast_shapes(ta.dims(), tb.dims()) else {
             return Err(self.err(op, format!("cannot broadcast lhs {ta} with rhs {tb}")));
         };
-        Ok((self.broadcast_to(a, &common)?, self.broadcast_to(b, &common)?))
+        Ok((
+            self.broadcast_to(a, &common)?,
+            self.broadcast_to(b, &common)?,
+        ))
     }
 }
 

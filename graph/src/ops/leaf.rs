@@ -55,7 +55,11 @@ pub(crate) fn infer_constant(lit: &Literal, ins: &[&TensorType]) -> Result<Tenso
     Ok(lit.ty.clone())
 }
 
-pub(crate) fn infer_iota(ty: &TensorType, dim: usize, ins: &[&TensorType]) -> Result<TensorType, String> {
+pub(crate) fn infer_iota(
+    ty: &TensorType,
+    dim: usize,
+    ins: &[&TensorType],
+) -> Result<TensorType, String> {
     arity(ins, 0)?;
     check_dims_nonneg(ty)?;
     if dim >= ty.rank() {
@@ -82,7 +86,11 @@ impl Graph {
 
     #[track_caller]
     fn arg(&mut self, op: Op, name: &str) -> Result<NodeId> {
-        if self.args().iter().any(|&a| self.nodes[a.index()].name.as_deref() == Some(name)) {
+        if self
+            .args()
+            .iter()
+            .any(|&a| self.nodes[a.index()].name.as_deref() == Some(name))
+        {
             return Err(self.err(op.name(), format!("argument name {name:?} already used")));
         }
         let id = self.push(op, &[])?;
@@ -182,8 +190,14 @@ mod tests {
         let mut g = Graph::new("t");
         assert!(g.constant_f32([2], vec![1.0, 2.0]).is_ok());
         let e = g.constant_f32([3], vec![1.0]).unwrap_err().to_string();
-        assert!(e.starts_with("constant at") && e.contains("1 values"), "{e}");
-        let e = g.iota(TensorType::new(DType::I32, [3]), 1).unwrap_err().to_string();
+        assert!(
+            e.starts_with("constant at") && e.contains("1 values"),
+            "{e}"
+        );
+        let e = g
+            .iota(TensorType::new(DType::I32, [3]), 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("iota") && e.contains("i32[3]"), "{e}");
     }
 }

@@ -21,7 +21,9 @@ pub(crate) fn infer_broadcast_in_dim(
         ));
     }
     if bdims.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(format!("broadcast dims {bdims:?} must be strictly increasing"));
+        return Err(format!(
+            "broadcast dims {bdims:?} must be strictly increasing"
+        ));
     }
     for (i, &d) in bdims.iter().enumerate() {
         let Some(&out) = shape.dims.get(d) else {
@@ -162,9 +164,18 @@ mod tests {
         let r = g.reshape(x, [6]).unwrap();
         assert_eq!(g.dims(r).unwrap(), &[6]);
         let e = g.reshape(x, [5]).unwrap_err().to_string();
-        assert!(e.starts_with("reshape at") && e.contains("f32[2,3]") && e.contains("[5]"), "{e}");
-        let e = g.broadcast_in_dim(x, [2, 4], &[0, 1]).unwrap_err().to_string();
-        assert!(e.contains("broadcast_in_dim") && e.contains("dim 1 = 3"), "{e}");
+        assert!(
+            e.starts_with("reshape at") && e.contains("f32[2,3]") && e.contains("[5]"),
+            "{e}"
+        );
+        let e = g
+            .broadcast_in_dim(x, [2, 4], &[0, 1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("broadcast_in_dim") && e.contains("dim 1 = 3"),
+            "{e}"
+        );
         let e = g.transpose(x, &[0, 0]).unwrap_err().to_string();
         assert!(e.contains("transpose") && e.contains("repeated"), "{e}");
     }

@@ -1,0 +1,173 @@
+//! Elementwise kernels.
+
+use super::tensor::{wrap, wrap_int, HostTensor};
+use crate::op::{BinaryOp, CompareDir, UnaryOp};
+use crate::types::{DType, TensorType};
+
+fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+fn nan_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+pub fn unary(u: UnaryOp, x: &HostTensor) -> HostTensor {
+    let d = x.dtype();
+    let f = |v: f64| -> f64 {
+        match u {
+            UnaryOp::Neg => wrap(d, -v),
+            UnaryOp::Exp => v.exp(),
+            UnaryOp::Log => v.ln(),
+            UnaryOp::Log1p => v.ln_1p(),
+            UnaryOp::Tanh => v.tanh(),
+            UnaryOp::Logistic => 1.0 / (1.0 + (-v).exp()),
+            UnaryOp::Sqrt => v.sqrt(),
+            UnaryOp::Rsqrt => 1.0 / v.sqrt(),
+            UnaryOp::Abs => v.abs(),
+            UnaryOp::Sin => v.sin(),
+            UnaryOp::Cos => v.cos(),
+            UnaryOp::Sign => {
+                if v > 0.0 {
+                    1.0
+                } else if v < 0.0 {
+                    -1.0
+                } else {
+                    v
+                }
+            }
+            UnaryOp::Not => {
+                if d == DType::Bool {
+                    (v == 0.0) as i32 as f64
+                } else {
+                    wrap_int(d, !(v as i128))
+                }
+            }
+        }
+    };
+    HostTensor {
+        ty: x.ty.clone(),
+        data: x.data.iter().map(|&v| f(v)).collect(),
+    }
+}
+
+fn int_binary(b: BinaryOp, d: DType, x: i128, y: i128) -> f64 {
+    let bits = d.bits() as i128;
+    let r = match b {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x.wrapping_mul(y),
+        // XLA: x / 0 = -1, x % 0 = x.
+        BinaryOp::Div => {
+            if y == 0 {
+                -1
+            } else {
+                x / y
+            }
+        }
+        BinaryOp::Rem => {
+            if y == 0 {
+                x
+            } else {
+                x % y
+            }
+        }
+        BinaryOp::Pow => x.pow(y.clamp(0, 64) as u32),
+        BinaryOp::Max => x.max(y),
+        BinaryOp::Min => x.min(y),
+        BinaryOp::And => x & y,
+        BinaryOp::Or => x | y,
+        BinaryOp::Xor => x ^ y,
+        BinaryOp::ShiftLeft => {
+            if y < 0 || y >= bits {
+                0
+            } else {
+                x << y
+            }
+        }
+        BinaryOp::ShiftRightLogical => {
+            if y < 0 || y >= bits {
+                0
+            } else {
+                let mask = (1i128 << bits) - 1;
+                (x & mask) >> y
+            }
+        }
+    };
+    wrap_int(d, r)
+}
+
+pub fn binary(b: BinaryOp, x: &HostTensor, y: &HostTensor) -> HostTensor {
+    let d = x.dtype();
+    let f = |a: f64, c: f64| -> f64 {
+        if !d.is_float() {
+            return int_binary(b, d, a as i128, c as i128);
+        }
+        match b {
+            BinaryOp::Add => a + c,
+            BinaryOp::Sub => a - c,
+            BinaryOp::Mul => a * c,
+            BinaryOp::Div => a / c,
+            BinaryOp::Pow => a.powf(c),
+            BinaryOp::Max => nan_max(a, c),
+            BinaryOp::Min => nan_min(a, c),
+            BinaryOp::Rem => a % c,
+            // Rejected for floats by the shape rule.
+            _ => f64::NAN,
+        }
+    };
+    HostTensor {
+        ty: x.ty.clone(),
+        data: x.data.iter().zip(&y.data).map(|(&a, &c)| f(a, c)).collect(),
+    }
+}
+
+pub fn compare(dir: CompareDir, x: &HostTensor, y: &HostTensor) -> HostTensor {
+    let f = |a: f64, c: f64| -> bool {
+        match dir {
+            CompareDir::Eq => a == c,
+            CompareDir::Ne => a != c,
+            CompareDir::Lt => a < c,
+            CompareDir::Le => a <= c,
+            CompareDir::Gt => a > c,
+            CompareDir::Ge => a >= c,
+        }
+    };
+    HostTensor {
+        ty: x.ty.with_dtype(DType::Bool),
+        data: x
+            .data
+            .iter()
+            .zip(&y.data)
+            .map(|(&a, &c)| f(a, c) as i32 as f64)
+            .collect(),
+    }
+}
+
+pub fn select(p: &HostTensor, t: &HostTensor, f: &HostTensor) -> HostTensor {
+    let data = p
+        .data
+        .iter()
+        .zip(t.data.iter().zip(&f.data))
+        .map(|(&p, (&a, &b))| if p != 0.0 { a } else { b })
+        .collect();
+    HostTensor {
+        ty: t.ty.clone(),
+        data,
+    }
+}
+
+pub fn convert(x: &HostTensor, to: &TensorType) -> HostTensor {
+    HostTensor {
+        ty: to.clone(),
+        data: x.data.iter().map(|&v| wrap(to.dtype, v)).collect(),
+    }
+}
