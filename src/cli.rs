@@ -1,8 +1,15 @@
 //! The `rxla` command line.
 
-use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use runtime::provision::{self, Backend, ClientRequest};
+
+use crate::config::TrainConfig;
+use crate::optim::Optimizer;
+use crate::registry;
+use crate::train::RunSpec;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,7 +26,35 @@ pub struct Cli {
 pub enum Command {
     /// List the devices of a backend: platform, PJRT API version, plugin path, one line per device.
     Devices(DeviceArgs),
+    /// Train a model from a config file.
+    Train(TrainArgs),
+    /// Print the train step's StableHLO.
+    Lower(ConfigArgs),
 }
+
+/// A config file and overrides.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// TOML config file.
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Override a config key: `--set optimizer.lr=3e-3` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Output directory (default: runs/<config name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+pub const DEFAULT_CONFIG: &str = "configs/mnist-cnn.toml";
 
 /// Where to run: backend, virtual CPU devices, plugin verbosity.
 #[derive(Args, Debug, Clone)]
@@ -49,6 +84,8 @@ impl DeviceArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Devices(args) => devices(&args),
+        Command::Train(args) => train(&args),
+        Command::Lower(args) => lower_cmd(&args),
     }
 }
 
@@ -71,5 +108,69 @@ fn devices(args: &DeviceArgs) -> Result<()> {
             d.id, d.kind, d.process_index, d.addressable
         );
     }
+    Ok(())
+}
+
+fn load_config(args: &ConfigArgs) -> Result<TrainConfig> {
+    TrainConfig::load(&args.config, &args.sets)
+}
+
+/// Total optimizer steps of a run.
+fn total_steps(cfg: &TrainConfig, steps_per_epoch: usize) -> Result<usize> {
+    if cfg.train.batch_size == 0 {
+        bail!("config key `train.batch_size` must be at least 1");
+    }
+    match (cfg.train.steps, cfg.train.epochs) {
+        (Some(s), _) if s > 0 => Ok(s),
+        (None, Some(e)) if e > 0 => Ok(e * steps_per_epoch),
+        _ => bail!("set `train.steps` or `train.epochs` to a positive number"),
+    }
+}
+
+fn optimizer(cfg: &TrainConfig, steps: usize) -> Result<Optimizer> {
+    let o = Optimizer {
+        opt: cfg.optimizer.clone(),
+        schedule: cfg.schedule.clone(),
+        total_steps: steps,
+    };
+    o.validate()?;
+    Ok(o)
+}
+
+fn train(args: &TrainArgs) -> Result<()> {
+    let cfg = load_config(&args.config)?;
+    let model = registry::model(&cfg)?;
+    let mut data = registry::data(&cfg)?;
+    let steps = total_steps(&cfg, data.steps_per_epoch())?;
+    let opt = optimizer(&cfg, steps)?;
+    let client = args.device.client()?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::train::default_out(&args.config.config));
+    let spec = RunSpec {
+        model: model.as_ref(),
+        optimizer: opt,
+        steps,
+        eval_every: cfg.train.eval_every,
+        log_every: cfg.train.log_every,
+        eval_batch: cfg.train.eval_batch_size.unwrap_or(cfg.train.batch_size),
+        seed: cfg.seed,
+        out: out.clone(),
+        config_json: serde_json::to_value(&cfg)?,
+    };
+    let summary = crate::train::train(&client, &spec, data.as_mut())?;
+    println!("{}", serde_json::to_string(&summary)?);
+    eprintln!("rxla: wrote {}", out.join("summary.json").display());
+    Ok(())
+}
+
+fn lower_cmd(args: &ConfigArgs) -> Result<()> {
+    let cfg = load_config(args)?;
+    let model = registry::model(&cfg)?;
+    let steps = cfg.train.steps.unwrap_or(1).max(1);
+    let opt = optimizer(&cfg, steps)?;
+    let prog = crate::step::train_step(model.as_ref(), &opt, cfg.train.batch_size.max(1))?;
+    print!("{}", lower::lower(&prog.graph, &prog.lower_options())?);
     Ok(())
 }

@@ -3,6 +3,10 @@
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod exec;
 pub mod io;
 pub mod metrics;
 pub mod optim;
+pub mod registry;
+pub mod step;
+pub mod train;

@@ -1,5 +1,6 @@
 //! Datasets fetched by name, pinned by version and sha256, cached, parsed.
 
+pub mod images;
 pub mod mnist;
 
 use anyhow::{bail, Result};

@@ -1,0 +1,60 @@
+//! A multi-layer perceptron classifier on flattened inputs.
+
+use graph::{DType, Graph, TensorType};
+use serde::{Deserialize, Serialize};
+
+use crate::layers::{dense, flatten};
+use crate::{classification_head, Forward, Mode, Model, Params};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpConfig {
+    /// Hidden layer widths (ReLU after each).
+    #[serde(default = "default_hidden")]
+    pub hidden: Vec<usize>,
+    /// Input shape of one example, e.g. [28, 28, 1].
+    #[serde(default = "default_input")]
+    pub input_shape: Vec<i64>,
+    #[serde(default = "default_classes")]
+    pub classes: usize,
+}
+
+fn default_hidden() -> Vec<usize> {
+    vec![128]
+}
+fn default_input() -> Vec<i64> {
+    vec![28, 28, 1]
+}
+fn default_classes() -> usize {
+    10
+}
+
+pub struct Mlp(pub MlpConfig);
+
+impl Model for Mlp {
+    fn forward(
+        &self,
+        g: &mut Graph,
+        p: &mut Params,
+        batch: usize,
+        _mode: Mode,
+    ) -> graph::Result<Forward> {
+        let c = &self.0;
+        let mut shape = vec![batch as i64];
+        shape.extend(&c.input_shape);
+        let x = g.input("images", TensorType::f32(shape))?;
+        let y = g.input("labels", TensorType::new(DType::I32, [batch as i64]))?;
+        let mut h = flatten(g, x)?; // (B, D)
+        for (i, &units) in c.hidden.iter().enumerate() {
+            h = dense(g, p, &format!("dense{i}"), h, units)?;
+            h = g.relu(h)?;
+        }
+        let logits = dense(g, p, "out", h, c.classes)?; // (B, classes)
+        let (loss, per_example) = classification_head(g, logits, y)?;
+        Ok(Forward {
+            inputs: vec![x, y],
+            loss,
+            per_example,
+        })
+    }
+}

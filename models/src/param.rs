@@ -1,0 +1,174 @@
+//! Parameters: declared by models with a shape and an initializer, filled on the host from a
+//! seed (each parameter's stream depends only on the seed and its name).
+
+use graph::{Graph, NodeId, TensorType};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// How a parameter starts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Init {
+    Zeros,
+    Ones,
+    Normal {
+        std: f64,
+    },
+    Uniform {
+        limit: f64,
+    },
+    /// Keras' default for Dense and Conv kernels: U(±sqrt(6 / (fan_in + fan_out))).
+    GlorotUniform {
+        fan_in: usize,
+        fan_out: usize,
+    },
+}
+
+impl Init {
+    /// `n` values from `rng`.
+    pub fn sample(&self, n: usize, rng: &mut impl Rng) -> Vec<f32> {
+        match *self {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Normal { std } => (0..n).map(|_| (normal(rng) * std) as f32).collect(),
+            Init::Uniform { limit } => (0..n)
+                .map(|_| rng.gen_range(-limit..=limit) as f32)
+                .collect(),
+            Init::GlorotUniform { fan_in, fan_out } => {
+                let limit = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt();
+                (0..n)
+                    .map(|_| rng.gen_range(-limit..=limit) as f32)
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Standard normal by Box-Muller.
+fn normal(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+    let u2: f64 = rng.gen();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// One declared parameter.
+#[derive(Debug, Clone)]
+pub struct ParamSpec {
+    pub name: String,
+    pub ty: TensorType,
+    pub init: Init,
+    pub node: NodeId,
+}
+
+impl ParamSpec {
+    pub fn count(&self) -> usize {
+        self.ty.dims().iter().product::<i64>() as usize
+    }
+
+    /// Initial values from `seed` (independent of declaration order).
+    pub fn initial_values(&self, seed: u64) -> Vec<f32> {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.name.bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ h);
+        self.init.sample(self.count(), &mut rng)
+    }
+}
+
+/// The parameters a model declares, in declaration order.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    pub specs: Vec<ParamSpec>,
+    prefix: Vec<String>,
+}
+
+impl Params {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declares parameter `name` (prefixed by enclosing scopes) as a graph parameter.
+    #[track_caller]
+    pub fn declare(
+        &mut self,
+        g: &mut Graph,
+        name: &str,
+        ty: TensorType,
+        init: Init,
+    ) -> graph::Result<NodeId> {
+        let mut full = self.prefix.join(".");
+        if !full.is_empty() {
+            full.push('.');
+        }
+        full.push_str(name);
+        if self.specs.iter().any(|s| s.name == full) {
+            return Err(graph::GraphError::Invalid(format!(
+                "parameter `{full}` declared twice"
+            )));
+        }
+        let node = g.parameter(&full, ty.clone())?;
+        self.specs.push(ParamSpec {
+            name: full,
+            ty,
+            init,
+            node,
+        });
+        Ok(node)
+    }
+
+    /// Runs `f` with `name` pushed onto the parameter name prefix (`block0.attn.w`).
+    pub fn scope<R>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.prefix.push(name.to_string());
+        let r = f(self);
+        self.prefix.pop();
+        r
+    }
+
+    pub fn total(&self) -> usize {
+        self.specs.iter().map(|s| s.count()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_is_deterministic_per_name_and_scaled() {
+        let mut g = Graph::new("p");
+        let mut p = Params::new();
+        let a = p
+            .declare(
+                &mut g,
+                "a",
+                TensorType::f32([100, 50]),
+                Init::GlorotUniform {
+                    fan_in: 100,
+                    fan_out: 50,
+                },
+            )
+            .unwrap();
+        let _ = a;
+        p.scope("blk", |p| {
+            p.declare(
+                &mut g,
+                "b",
+                TensorType::f32([1000]),
+                Init::Normal { std: 0.02 },
+            )
+        })
+        .unwrap();
+        assert_eq!(p.specs[1].name, "blk.b");
+        let va = p.specs[0].initial_values(1);
+        assert_eq!(va, p.specs[0].initial_values(1));
+        assert_ne!(va, p.specs[0].initial_values(2));
+        let lim = (6.0f32 / 150.0).sqrt();
+        assert!(va.iter().all(|x| x.abs() <= lim));
+        let vb = p.specs[1].initial_values(1);
+        let std = (vb.iter().map(|x| (x * x) as f64).sum::<f64>() / 1000.0).sqrt();
+        assert!((std - 0.02).abs() < 0.003, "{std}");
+        assert!(p
+            .declare(&mut g, "a", TensorType::f32([1]), Init::Zeros)
+            .is_err());
+    }
+}
