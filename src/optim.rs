@@ -43,7 +43,7 @@ impl Optimizer {
             bail!("config key `optimizer.nesterov` needs `optimizer.momentum` > 0");
         }
         if let Some(c) = o.clip_norm {
-            if !(c > 0.0) {
+            if c.is_nan() || c <= 0.0 {
                 bail!("config key `optimizer.clip_norm` must be positive, got {c}");
             }
         }

@@ -9,8 +9,10 @@
 //! evaluator can compile it once).
 
 mod cases;
+mod forward;
 
 pub use cases::cases;
+pub use forward::forward_cases;
 
 use crate::autodiff::grad;
 use crate::interp::HostTensor;
