@@ -90,6 +90,31 @@ impl TrainState {
     }
 }
 
+/// The data must have the shapes and dtypes the model declared.
+fn check_data(prog: &StepProgram, batch: &[HostArray], what: &str) -> Result<()> {
+    if batch.len() != prog.data_types.len() {
+        bail!(
+            "the {what} data has {} input(s) per batch but the model takes {}",
+            batch.len(),
+            prog.data_types.len()
+        );
+    }
+    for (i, (a, t)) in batch.iter().zip(&prog.data_types).enumerate() {
+        let dtype = match a {
+            HostArray::F32 { .. } => graph::DType::F32,
+            HostArray::I32 { .. } => graph::DType::I32,
+        };
+        if a.dims() != t.dims() || dtype != t.dtype {
+            bail!(
+                "{what} data input {i} is {dtype}{:?} but the model expects {t}: check the model's \
+                 input shape against the dataset (config keys `model.*`, `train.batch_size`)",
+                a.dims()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Builds the argument list of a program from its feeds.
 fn arguments<'a>(
     prog: &StepProgram,
@@ -178,8 +203,15 @@ pub fn train(
         .with_context(|| format!("creating output directory {}", spec.out.display()))?;
     crate::io::write_json_atomic(&spec.out.join("config.json"), &spec.config_json)?;
     let batch = data.batch_size();
-    let train_c = compile_program(client, train_step(spec.model, &spec.optimizer, batch)?)?;
-    let eval_c = compile_program(client, eval_step(spec.model, spec.eval_batch)?)?;
+    let train_prog = train_step(spec.model, &spec.optimizer, batch)?;
+    check_data(&train_prog, &data.train_batch(0)?, "training")?;
+    let eval_prog = eval_step(spec.model, spec.eval_batch)?;
+    let eval_batches = data.eval_batches(spec.eval_batch)?;
+    if let Some((first, _)) = eval_batches.first() {
+        check_data(&eval_prog, first, "evaluation")?;
+    }
+    let train_c = compile_program(client, train_prog)?;
+    let eval_c = compile_program(client, eval_prog)?;
     let n_params: usize = train_c.prog.params.iter().map(|p| p.count()).sum();
     let mem = train_c.exe.memory_stats()?;
     let progress = Progress::new(spec.steps as u64);
@@ -192,7 +224,6 @@ pub fn train(
     ));
     let mut st = TrainState::init(client, &train_c.prog, spec.seed)?;
     let mut log = MetricsLog::open(&spec.out.join("metrics.jsonl"), false)?;
-    let eval_batches = data.eval_batches(spec.eval_batch)?;
     let mut last = json!({});
     let mut interval_start = Instant::now();
     let mut interval_examples = 0usize;

@@ -165,6 +165,14 @@ pub(crate) fn infer_conv(p: &ConvParams, ins: &[&TensorType]) -> Result<TensorTy
         let (lo, hi) = p.padding[i];
         let padded = dilate(x.dims()[d.input_spatial[i]], p.lhs_dilation[i]) + lo + hi;
         let win = dilate(k.dims()[d.kernel_spatial[i]], p.rhs_dilation[i]);
+        if win > padded || win < 1 {
+            return Err(format!(
+                "spatial dim {i}: window {win} does not fit the padded input {padded} \
+                 (input {}, kernel {}): the input is too small for this layer",
+                dims(x.dims()),
+                dims(k.dims())
+            ));
+        }
         out[d.output_spatial[i]] = window_out(padded, win, p.window_strides[i]);
     }
     Ok(TensorType::new(p.out_dtype.unwrap_or(x.dtype), out))

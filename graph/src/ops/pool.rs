@@ -37,15 +37,19 @@ pub(crate) fn window_output(w: &Window, x: &TensorType) -> Result<Vec<i64>, Stri
             w.padding
         ));
     }
-    Ok((0..r)
+    (0..r)
         .map(|i| {
-            window_out(
-                x.dims()[i] + w.padding[i].0 + w.padding[i].1,
-                w.dims[i],
-                w.strides[i],
-            )
+            let padded = x.dims()[i] + w.padding[i].0 + w.padding[i].1;
+            if w.dims[i] > padded {
+                return Err(format!(
+                    "dim {i}: window {} does not fit the padded operand {padded} (operand {x}): \
+                     the input is too small for this layer",
+                    w.dims[i]
+                ));
+            }
+            Ok(window_out(padded, w.dims[i], w.strides[i]))
         })
-        .collect())
+        .collect()
 }
 
 pub(crate) fn infer_reduce_window(

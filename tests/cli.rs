@@ -1,0 +1,246 @@
+//! The `rxla` binary end to end: training on real MNIST, and bad input ending in clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rxla(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rxla"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run rxla")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rxla-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const MLP: &str = r#"
+seed = 1
+[model]
+kind = "mlp"
+hidden = [128]
+[data]
+dataset = "mnist"
+[train]
+batch_size = 64
+steps = 120
+eval_every = 60
+log_every = 20
+eval_batch_size = 1000
+[optimizer]
+kind = "adam"
+lr = 0.002
+[schedule]
+kind = "warmup_cosine"
+warmup_steps = 10
+"#;
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("cfg.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn trains_an_mlp_on_mnist_and_writes_metrics() {
+    let dir = tmp("mlp");
+    let cfg = write_config(&dir, MLP);
+    let out = dir.join("run");
+    let o = rxla(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let acc = summary["eval_accuracy"].as_f64().unwrap();
+    // 120 Adam steps of a 1-hidden-layer MLP reach ~90% on the 10,000 test images.
+    assert!(acc > 0.85 && acc <= 1.0, "eval_accuracy {acc}");
+    assert_eq!(summary["steps"], 120);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6, "one line per 20 steps");
+    for l in &lines {
+        for k in ["step", "loss", "lr", "examples_per_s"] {
+            assert!(l.get(k).is_some(), "{k} missing in {l}");
+        }
+    }
+    assert!(lines[0]["loss"].as_f64().unwrap() > lines[5]["loss"].as_f64().unwrap());
+    // Evaluated at 60 and 120 only.
+    let evals: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.get("eval_accuracy").is_some())
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(evals, vec![60, 120]);
+    // Warmup then cosine: lr rises for 10 steps, ends near 0.
+    assert!(lines[5]["lr"].as_f64().unwrap() < 1e-5);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let o = rxla(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} should fail");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: `{n}` not in: {err}");
+    }
+}
+
+#[test]
+fn bad_configs_are_clear_errors() {
+    let dir = tmp("bad");
+    let cfg = write_config(&dir, MLP);
+    let c = cfg.to_str().unwrap();
+    let out = dir.join("o");
+    let o = out.to_str().unwrap();
+    fails_with(
+        &[
+            "train",
+            "--config",
+            c,
+            "--out",
+            o,
+            "--set",
+            "optimizer.lrr=1",
+        ],
+        &["optimizer", "lrr"],
+    );
+    fails_with(
+        &[
+            "train",
+            "--config",
+            c,
+            "--out",
+            o,
+            "--set",
+            "train.batch_size=\"big\"",
+        ],
+        &["`train.batch_size`", "invalid type"],
+    );
+    fails_with(
+        &[
+            "train",
+            "--config",
+            c,
+            "--out",
+            o,
+            "--set",
+            "data.dataset=imagenet",
+        ],
+        &["unknown dataset `imagenet`", "mnist"],
+    );
+    fails_with(
+        &[
+            "train",
+            "--config",
+            c,
+            "--out",
+            o,
+            "--set",
+            "model.kind=resnet",
+        ],
+        &["unknown model `resnet`", "model.kind"],
+    );
+    fails_with(
+        &[
+            "train",
+            "--config",
+            c,
+            "--out",
+            o,
+            "--set",
+            "optimizer.lr=-1",
+        ],
+        &["optimizer.lr"],
+    );
+    fails_with(
+        &["train", "--config", "no/such/file.toml"],
+        &["no/such/file.toml"],
+    );
+    std::fs::write(dir.join("broken.toml"), "seed = [").unwrap();
+    fails_with(
+        &[
+            "train",
+            "--config",
+            dir.join("broken.toml").to_str().unwrap(),
+        ],
+        &["not valid TOML"],
+    );
+    // A model whose shapes don't fit: the error names the op and the model's source line.
+    fails_with(
+        &[
+            "train",
+            "--config",
+            "configs/mnist-cnn.toml",
+            "--out",
+            o,
+            "--set",
+            "model.input_shape=[6,6,1]",
+        ],
+        &["convolution at models/src/cnn.rs:", "does not fit"],
+    );
+    // Data that does not fit the model.
+    fails_with(
+        &[
+            "train",
+            "--config",
+            "configs/mnist-cnn.toml",
+            "--out",
+            o,
+            "--set",
+            "model.input_shape=[28,28,3]",
+        ],
+        &["data input 0", "f32[64,28,28,3]"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn lower_prints_stablehlo_with_source_locations() {
+    let o = rxla(&[
+        "lower",
+        "--config",
+        "configs/mnist-cnn.toml",
+        "--set",
+        "train.batch_size=2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.starts_with("module @train_step"));
+    assert!(text.contains("stablehlo.convolution"));
+    assert!(
+        text.contains("tf.aliasing_output"),
+        "parameters and state are donated"
+    );
+    assert!(
+        text.contains("models/src/cnn.rs"),
+        "locations point at model code"
+    );
+}
+
+#[test]
+fn devices_lists_four_cpu_devices() {
+    let o = rxla(&["devices", "--cpu-devices", "4"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("device "))
+            .count(),
+        4
+    );
+    assert!(text.contains("PJRT API version:  0.115"));
+    fails_with(&["devices", "--backend", "tpu"], &["pip install libtpu"]);
+}
