@@ -30,6 +30,38 @@ pub enum Command {
     Train(TrainArgs),
     /// Print the train step's StableHLO.
     Lower(ConfigArgs),
+    /// Time the compiled train step on synthetic batches; prints one JSON object.
+    Bench(BenchArgs),
+    /// Parameters, FLOPs per step and memory of a config's model.
+    Summary(SummaryArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SummaryArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Peak FLOP/s for MFU (default: measured f32 matmul throughput).
+    #[arg(long)]
+    pub peak_flops: Option<f64>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// A config file and overrides.
@@ -86,6 +118,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Devices(args) => devices(&args),
         Command::Train(args) => train(&args),
         Command::Lower(args) => lower_cmd(&args),
+        Command::Bench(args) => bench_cmd(&args),
+        Command::Summary(args) => summary_cmd(&args),
     }
 }
 
@@ -172,5 +206,45 @@ fn lower_cmd(args: &ConfigArgs) -> Result<()> {
     let opt = optimizer(&cfg, steps)?;
     let prog = crate::step::train_step(model.as_ref(), &opt, cfg.train.batch_size.max(1))?;
     print!("{}", lower::lower(&prog.graph, &prog.lower_options())?);
+    Ok(())
+}
+
+fn bench_cmd(args: &BenchArgs) -> Result<()> {
+    let cfg = load_config(&args.config)?;
+    let model = registry::model(&cfg)?;
+    let steps = cfg.train.steps.unwrap_or(1000).max(1);
+    let opt = optimizer(&cfg, steps)?;
+    if cfg.train.batch_size == 0 {
+        bail!("config key `train.batch_size` must be at least 1");
+    }
+    let client = args.device.client()?;
+    let out = crate::bench::bench(
+        &client,
+        &crate::bench::BenchSpec {
+            model: model.as_ref(),
+            optimizer: opt,
+            batch: cfg.train.batch_size,
+            steps: args.steps,
+            warmup: args.warmup,
+            peak_flops: args.peak_flops,
+        },
+    )?;
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+fn summary_cmd(args: &SummaryArgs) -> Result<()> {
+    let cfg = load_config(&args.config)?;
+    let model = registry::model(&cfg)?;
+    let steps = cfg.train.steps.unwrap_or(1).max(1);
+    let opt = optimizer(&cfg, steps)?;
+    let prog = crate::step::train_step(model.as_ref(), &opt, cfg.train.batch_size.max(1))?;
+    let client = args.device.client()?;
+    let s = crate::summary::summarize(&prog, Some(&client))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        print!("{}", crate::summary::render(&s));
+    }
     Ok(())
 }

@@ -1,12 +1,15 @@
 //! rxla: trainer, data, checkpoints and CLI on top of the graph, lowering and PJRT runtime.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod exec;
+pub mod flops;
 pub mod io;
 pub mod metrics;
 pub mod optim;
 pub mod registry;
 pub mod step;
+pub mod summary;
 pub mod train;

@@ -244,3 +244,43 @@ fn devices_lists_four_cpu_devices() {
     assert!(text.contains("PJRT API version:  0.115"));
     fails_with(&["devices", "--backend", "tpu"], &["pip install libtpu"]);
 }
+
+#[test]
+fn summary_and_bench_report_the_cnn() {
+    let o = rxla(&["summary", "--config", "configs/mnist-cnn.toml", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["total_parameters"], 93_322);
+    assert!(s["compiled_memory"]["temp_bytes"].as_i64().unwrap() > 0);
+    let o = rxla(&["summary", "--config", "configs/mnist-cnn.toml"]);
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        table.contains("conv1.kernel")
+            && table.contains("(3, 3, 32, 64)")
+            && table.contains("18432")
+    );
+    let o = rxla(&[
+        "bench",
+        "--config",
+        "configs/mnist-cnn.toml",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--set",
+        "train.batch_size=8",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in [
+        "compile_s",
+        "step_ms_median",
+        "step_ms_min",
+        "step_ms_max",
+        "examples_per_s",
+        "flops_per_step",
+        "mfu",
+    ] {
+        assert!(b[k].as_f64().unwrap() > 0.0, "{k} in {b}");
+    }
+}

@@ -371,3 +371,21 @@ fn sha256_mismatch_installs_nothing() {
     assert!(left.is_empty(), "{left:?}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn cost_analysis_is_exact_or_a_clean_unimplemented_error() {
+    let c = client();
+    let prog = r#"module @mm { func.func public @main(%a: tensor<32x64xf32>, %b: tensor<64x16xf32>) -> tensor<32x16xf32> {
+    %0 = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : (tensor<32x64xf32>, tensor<64x16xf32>) -> tensor<32x16xf32>
+    return %0 : tensor<32x16xf32> } }"#;
+    let exe = c.compile(prog, &CompileOptions::default()).unwrap();
+    // The CPU plugin does not implement cost analysis; GPU and TPU plugins do.
+    match exe.cost_analysis() {
+        Ok(_) => assert_eq!(exe.flops(), Some(2.0 * 32.0 * 64.0 * 16.0)),
+        Err(Error::Pjrt { code, .. }) => {
+            assert_eq!(code, runtime::ErrorCode::Unimplemented);
+            assert_eq!(exe.flops(), None);
+        }
+        Err(e) => panic!("unexpected {e}"),
+    }
+}

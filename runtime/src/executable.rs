@@ -323,6 +323,29 @@ impl Executable {
         })
     }
 
+    /// XLA's cost analysis of the compiled program (e.g. `flops`, `bytes accessed`).
+    pub fn cost_analysis(&self) -> Result<Vec<(String, crate::NamedValue)>> {
+        let mut args = ffi::PJRT_Executable_GetCostAnalysis_Args::new();
+        args.executable = self.exe;
+        self.client.plugin_ref().call(&mut args)?;
+        Ok((0..args.num_properties)
+            // SAFETY: `num_properties` values owned by the executable, copied now.
+            .map(|i| unsafe { crate::plugin::read_named_value(&*args.properties.add(i)) })
+            .collect())
+    }
+
+    /// The `flops` entry of the cost analysis, if the plugin reports it.
+    pub fn flops(&self) -> Option<f64> {
+        self.cost_analysis()
+            .ok()?
+            .into_iter()
+            .find_map(|(k, v)| match (k.as_str(), v) {
+                ("flops", crate::NamedValue::Float(f)) => Some(f as f64),
+                ("flops", crate::NamedValue::Int64(i)) => Some(i as f64),
+                _ => None,
+            })
+    }
+
     /// Plugin-specific bytes; they load only into the same plugin build.
     pub fn serialize(&self) -> Result<Vec<u8>> {
         let mut args = ffi::PJRT_Executable_Serialize_Args::new();

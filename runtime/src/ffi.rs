@@ -357,6 +357,13 @@ pjrt_struct! {
         executable: *mut PJRT_Executable,
         num_outputs: usize,
     }
+    PJRT_Executable_GetCostAnalysis_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        executable: *mut PJRT_Executable,
+        num_properties: usize,
+        properties: *const PJRT_NamedValue,
+    }
     PJRT_Executable_GetCompiledMemoryStats_Args {
         struct_size: usize,
         extension_start: *mut PJRT_Extension_Base,
@@ -572,7 +579,7 @@ pjrt_api! {
     PJRT_Executable_NumPartitions => PJRT_Executable_NumPartitions_Args,
     PJRT_Executable_NumOutputs => PJRT_Executable_NumOutputs_Args,
     PJRT_Executable_SizeOfGeneratedCodeInBytes,
-    PJRT_Executable_GetCostAnalysis,
+    PJRT_Executable_GetCostAnalysis => PJRT_Executable_GetCostAnalysis_Args,
     PJRT_Executable_OutputMemoryKinds,
     PJRT_Executable_OptimizedProgram => PJRT_Executable_OptimizedProgram_Args,
     PJRT_Executable_Serialize => PJRT_Executable_Serialize_Args,

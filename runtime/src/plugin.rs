@@ -214,7 +214,7 @@ pub(crate) unsafe fn str_from(ptr: *const c_char, len: usize) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-unsafe fn read_named_value(v: &ffi::PJRT_NamedValue) -> (String, NamedValue) {
+pub(crate) unsafe fn read_named_value(v: &ffi::PJRT_NamedValue) -> (String, NamedValue) {
     let name = str_from(v.name, v.name_size);
     let value = match v.type_ {
         ffi::NAMED_STRING => NamedValue::String(str_from(v.value.string_value, v.value_size)),

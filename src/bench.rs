@@ -1,0 +1,134 @@
+//! `rxla bench`: times the compiled train step on synthetic batches. Every speed claim in
+//! this project is made with this command.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use runtime::{Client, CompileOptions};
+use serde_json::json;
+
+use crate::exec::HostArray;
+use crate::optim::Optimizer;
+use crate::train::{compile_program, run_train_step, TrainState};
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Measured f32 matmul throughput of this device (FLOP/s): the MFU denominator when the
+/// config gives no peak.
+pub fn measured_peak_flops(client: &Client) -> Result<f64> {
+    let n = 1024i64;
+    let prog = format!(
+        "module @peak {{ func.func public @main(%a: tensor<{n}x{n}xf32>, %b: tensor<{n}x{n}xf32>) -> tensor<{n}x{n}xf32> {{
+    %0 = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : (tensor<{n}x{n}xf32>, tensor<{n}x{n}xf32>) -> tensor<{n}x{n}xf32>
+    return %0 : tensor<{n}x{n}xf32> }} }}"
+    );
+    let exe = client.compile(&prog, &CompileOptions::default())?;
+    let data = vec![0.5f32; (n * n) as usize];
+    let a = client.buffer_from_host(&data, &[n, n], 0)?;
+    let mut times = Vec::new();
+    for i in 0..6 {
+        let t = Instant::now();
+        let out = exe.execute1(&[&a, &a])?;
+        out[0].block_until_ready()?;
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(2.0 * (n * n * n) as f64 / median(&mut times))
+}
+
+/// Synthetic data of the model's input types: uniform floats, zero ids (valid for any
+/// vocabulary or class count).
+fn synthetic(types: &[graph::TensorType], seed: u64) -> Vec<HostArray> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    types
+        .iter()
+        .map(|t| {
+            let n = t.dims().iter().product::<i64>() as usize;
+            let dims = t.dims().to_vec();
+            if t.dtype.is_float() {
+                let data = (0..n)
+                    .map(|_| {
+                        s = s
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        (s >> 40) as f32 / (1u64 << 24) as f32
+                    })
+                    .collect();
+                HostArray::F32 { data, dims }
+            } else {
+                HostArray::I32 {
+                    data: vec![0; n],
+                    dims,
+                }
+            }
+        })
+        .collect()
+}
+
+pub struct BenchSpec<'a> {
+    pub model: &'a dyn models::Model,
+    pub optimizer: Optimizer,
+    pub batch: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    pub peak_flops: Option<f64>,
+}
+
+pub fn bench(client: &Client, spec: &BenchSpec) -> Result<serde_json::Value> {
+    let t = Instant::now();
+    let prog = crate::step::train_step(spec.model, &spec.optimizer, spec.batch)?;
+    let build_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let _ = lower::lower(&prog.graph, &prog.lower_options())?;
+    let lower_ms = t.elapsed().as_secs_f64() * 1e3;
+    let flops = crate::flops::matmul_flops(&prog.graph);
+    let types = prog.data_types.clone();
+    let c = compile_program(client, prog)?;
+    let mem = c.exe.memory_stats()?;
+    let mut st = TrainState::init(client, &c.prog, 0)?;
+    let batches: Vec<Vec<HostArray>> = (0..4).map(|i| synthetic(&types, i)).collect();
+    for i in 0..spec.warmup {
+        run_train_step(client, &c, &mut st, &batches[i % 4])?;
+    }
+    let mut times = Vec::with_capacity(spec.steps);
+    for i in 0..spec.steps.max(1) {
+        let t = Instant::now();
+        run_train_step(client, &c, &mut st, &batches[i % 4])?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let (min, max) = (
+        times.iter().cloned().fold(f64::INFINITY, f64::min),
+        times.iter().cloned().fold(0.0, f64::max),
+    );
+    let med = median(&mut times);
+    let peak = match spec.peak_flops {
+        Some(p) => p,
+        None => measured_peak_flops(client)?,
+    };
+    let mut out = json!({
+        "compile_s": c.compile_s,
+        "build_ms": build_ms,
+        "lower_ms": lower_ms,
+        "step_ms_median": med * 1e3,
+        "step_ms_min": min * 1e3,
+        "step_ms_max": max * 1e3,
+        "examples_per_s": spec.batch as f64 / med,
+        "flops_per_step": flops,
+        "peak_flops": peak,
+        "mfu": flops / med / peak,
+        "temp_bytes": mem.temp_bytes,
+        "argument_bytes": mem.argument_bytes,
+        "output_bytes": mem.output_bytes,
+    });
+    // Token models: the first input is [batch, seq] ids.
+    if let Some(t) = types.first() {
+        if !t.dtype.is_float() && t.rank() == 2 {
+            out["tokens_per_s"] = json!((t.dims()[0] * t.dims()[1]) as f64 / med);
+        }
+    }
+    Ok(out)
+}

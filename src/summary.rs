@@ -1,0 +1,102 @@
+//! `rxla summary`: parameters (Keras-like table), FLOPs per step, memory (estimated and as
+//! compiled by XLA).
+
+use anyhow::Result;
+use runtime::Client;
+use serde_json::json;
+
+use crate::step::StepProgram;
+
+/// The summary of a train step program; compiled memory when a client is given.
+pub fn summarize(prog: &StepProgram, client: Option<&Client>) -> Result<serde_json::Value> {
+    let params: Vec<serde_json::Value> = prog
+        .params
+        .iter()
+        .map(|p| json!({"name": p.name, "shape": p.ty.dims(), "dtype": p.ty.dtype.to_string(), "count": p.count()}))
+        .collect();
+    let total: usize = prog.params.iter().map(|p| p.count()).sum();
+    let param_bytes: usize = prog
+        .params
+        .iter()
+        .map(|p| p.count() * p.ty.dtype.size_bytes())
+        .sum();
+    let state_bytes = param_bytes * prog.slots.len();
+    let mut out = json!({
+        "parameters": params,
+        "total_parameters": total,
+        "flops_per_step": crate::flops::matmul_flops(&prog.graph),
+        "estimated_memory": {
+            "parameter_bytes": param_bytes,
+            "optimizer_state_bytes": state_bytes,
+            "gradient_bytes": param_bytes,
+        },
+    });
+    if let Some(c) = client {
+        let compiled = crate::train::compile_program(c, prog.clone())?;
+        let m = compiled.exe.memory_stats()?;
+        out["compiled_memory"] = json!({
+            "argument_bytes": m.argument_bytes,
+            "output_bytes": m.output_bytes,
+            "alias_bytes": m.alias_bytes,
+            "temp_bytes": m.temp_bytes,
+        });
+        out["compile_s"] = json!(compiled.compile_s);
+    }
+    Ok(out)
+}
+
+fn human(bytes: f64) -> String {
+    let units = ["B", "KB", "MB", "GB"];
+    let mut v = bytes;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", units[u])
+}
+
+/// The summary as a table.
+pub fn render(s: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let rule = format!("{}\n", "─".repeat(72));
+    out.push_str(&format!(
+        "{:<40} {:<20} {:>10}\n",
+        "Parameter", "Shape", "Count"
+    ));
+    out.push_str(&rule);
+    for p in s["parameters"].as_array().into_iter().flatten() {
+        let shape: Vec<String> = p["shape"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| d.to_string())
+            .collect();
+        out.push_str(&format!(
+            "{:<40} {:<20} {:>10}\n",
+            p["name"].as_str().unwrap_or(""),
+            format!("({})", shape.join(", ")),
+            p["count"].as_u64().unwrap_or(0)
+        ));
+    }
+    out.push_str(&rule);
+    out.push_str(&format!("Total parameters: {}\n", s["total_parameters"]));
+    let f = s["flops_per_step"].as_f64().unwrap_or(0.0);
+    out.push_str(&format!("Matmul FLOPs per train step: {:.3e}\n", f));
+    let e = &s["estimated_memory"];
+    out.push_str(&format!(
+        "Estimated memory: parameters {}, optimizer state {}, gradients {}\n",
+        human(e["parameter_bytes"].as_f64().unwrap_or(0.0)),
+        human(e["optimizer_state_bytes"].as_f64().unwrap_or(0.0)),
+        human(e["gradient_bytes"].as_f64().unwrap_or(0.0)),
+    ));
+    if let Some(m) = s.get("compiled_memory") {
+        out.push_str(&format!(
+            "Compiled train step: arguments {}, outputs {}, temp {}\n",
+            human(m["argument_bytes"].as_f64().unwrap_or(0.0)),
+            human(m["output_bytes"].as_f64().unwrap_or(0.0)),
+            human(m["temp_bytes"].as_f64().unwrap_or(0.0)),
+        ));
+    }
+    out
+}
