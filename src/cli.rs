@@ -82,6 +82,9 @@ pub struct TrainArgs {
     /// Output directory (default: runs/<config name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Continue from the newest complete checkpoint in the output directory.
+    #[arg(long)]
+    pub resume: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -165,23 +168,28 @@ fn optimizer(cfg: &TrainConfig, steps: usize) -> Result<Optimizer> {
     let o = Optimizer {
         opt: cfg.optimizer.clone(),
         schedule: cfg.schedule.clone(),
-        total_steps: steps,
+        total_steps: cfg.schedule.decay_steps.unwrap_or(steps),
     };
     o.validate()?;
     Ok(o)
 }
 
 fn train(args: &TrainArgs) -> Result<()> {
-    let cfg = load_config(&args.config)?;
-    let model = registry::model(&cfg)?;
-    let mut data = registry::data(&cfg)?;
-    let steps = total_steps(&cfg, data.steps_per_epoch())?;
-    let opt = optimizer(&cfg, steps)?;
-    let client = args.device.client()?;
+    let mut cfg = load_config(&args.config)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| crate::train::default_out(&args.config.config));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if cfg.train.batch_size == 0 {
+        bail!("config key `train.batch_size` must be at least 1");
+    }
+    let mut data = registry::data(&mut cfg, &out)?;
+    let model = registry::model(&cfg)?;
+    let steps = total_steps(&cfg, data.steps_per_epoch())?;
+    let opt = optimizer(&cfg, steps)?;
+    let client = args.device.client()?;
+    let tokenizer = out.join(crate::data::tokenizer::TOKENIZER_FILE);
     let spec = RunSpec {
         model: model.as_ref(),
         optimizer: opt,
@@ -192,6 +200,18 @@ fn train(args: &TrainArgs) -> Result<()> {
         seed: cfg.seed,
         out: out.clone(),
         config_json: serde_json::to_value(&cfg)?,
+        checkpoint_every: cfg.train.checkpoint_every,
+        keep_checkpoints: cfg.train.keep_checkpoints,
+        resume: args.resume,
+        extra_files: if tokenizer.is_file() {
+            vec![(
+                crate::data::tokenizer::TOKENIZER_FILE.to_string(),
+                tokenizer,
+            )]
+        } else {
+            Vec::new()
+        },
+        peak_flops: cfg.train.peak_flops,
     };
     let summary = crate::train::train(&client, &spec, data.as_mut())?;
     println!("{}", serde_json::to_string(&summary)?);

@@ -117,8 +117,21 @@ impl TrainConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// A dataset name known to `rxla::data` (e.g. "mnist").
+    /// A dataset name known to `rxla::data` (e.g. "mnist", "moby-dick").
     pub dataset: String,
+    /// Text datasets: `{ kind = "bytes" }` or `{ kind = "bpe", vocab_size = N }`.
+    #[serde(default)]
+    pub tokenizer: crate::data::tokenizer::TokenizerSpec,
+    /// Text datasets: share of the text (at the end) held out for validation.
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    /// Text datasets: evaluate at most this many validation windows.
+    #[serde(default)]
+    pub max_eval_windows: Option<usize>,
+}
+
+fn default_val_fraction() -> f64 {
+    crate::data::text::DEFAULT_VAL_FRACTION
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +153,19 @@ pub struct TrainSection {
     /// Eval batch size (defaults to the training batch size).
     #[serde(default)]
     pub eval_batch_size: Option<usize>,
+    /// Write a checkpoint every N steps (0: only at the end).
+    #[serde(default)]
+    pub checkpoint_every: usize,
+    /// Keep this many newest checkpoints.
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+    /// Peak FLOP/s of the device for MFU (default: measured f32 matmul throughput).
+    #[serde(default)]
+    pub peak_flops: Option<f64>,
+}
+
+fn default_keep() -> usize {
+    3
 }
 
 fn default_log_every() -> usize {
@@ -222,6 +248,10 @@ pub struct ScheduleConfig {
     pub warmup_steps: usize,
     #[serde(default)]
     pub min_lr_ratio: f64,
+    /// Steps over which the LR decays (default: `train.steps`). Fixing it lets a run be
+    /// stopped early and resumed to a later step with the same schedule.
+    #[serde(default)]
+    pub decay_steps: Option<usize>,
 }
 
 impl Default for ScheduleConfig {
@@ -230,6 +260,7 @@ impl Default for ScheduleConfig {
             kind: ScheduleKind::Constant,
             warmup_steps: 0,
             min_lr_ratio: 0.0,
+            decay_steps: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! rxla: trainer, data, checkpoints and CLI on top of the graph, lowering and PJRT runtime.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -406,6 +406,7 @@ mod tests {
                     kind,
                     warmup_steps: 3,
                     min_lr_ratio: 0.1,
+                    decay_steps: None,
                 },
                 total_steps: 11,
             };
@@ -429,6 +430,7 @@ mod tests {
                 kind: ScheduleKind::WarmupCosine,
                 warmup_steps: 10,
                 min_lr_ratio: 0.0,
+                decay_steps: None,
             },
             total_steps: 110,
         };

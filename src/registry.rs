@@ -3,16 +3,24 @@
 use anyhow::{bail, Context, Result};
 use models::Model;
 
+use std::path::Path;
+
 use crate::config::TrainConfig;
+use crate::data::text::{LmData, LmOptions};
 use crate::train::DataSource;
 
-pub const MODELS: &[&str] = &["mlp", "cnn"];
+pub const MODELS: &[&str] = &["mlp", "cnn", "gpt"];
 
 /// The model a config names, with its own keys parsed.
 pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
     Ok(match cfg.model_kind()? {
         "mlp" => Box::new(models::mlp::Mlp(cfg.model_config()?)),
         "cnn" => Box::new(models::cnn::Cnn(cfg.model_config()?)),
+        "gpt" => {
+            let m = models::gpt::Gpt(cfg.model_config()?);
+            m.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+            Box::new(m)
+        }
         other => bail!(
             "unknown model `{other}` (config key `model.kind`); known models: {}",
             MODELS.join(", ")
@@ -20,11 +28,49 @@ pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
     })
 }
 
-/// The training data a config names.
-pub fn data(cfg: &TrainConfig) -> Result<Box<dyn DataSource>> {
-    let name = cfg.data.dataset.as_str();
-    crate::data::package(name)?;
-    match name {
+/// The training data a config names; text data keeps its tokenizer and token cache in `dir`.
+/// A language model's `model.vocab_size` comes from the tokenizer when the config leaves it out.
+pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
+    let name = cfg.data.dataset.clone();
+    crate::data::package(&name)?;
+    if crate::data::text::CORPORA.iter().any(|(n, _)| *n == name) {
+        let seq_len = cfg
+            .model
+            .get("seq_len")
+            .and_then(|v| v.as_integer())
+            .filter(|&v| v > 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!("text dataset `{name}` needs a language model with `model.seq_len`")
+            })?;
+        let opts = LmOptions {
+            val_fraction: cfg.data.val_fraction,
+            max_eval_windows: cfg.data.max_eval_windows,
+            ..LmOptions::new(
+                &name,
+                cfg.data.tokenizer,
+                seq_len as usize,
+                cfg.train.batch_size,
+                cfg.seed,
+            )
+        };
+        let data =
+            LmData::prepare(&opts, dir).with_context(|| format!("preparing dataset `{name}`"))?;
+        let vocab = data.vocab_size() as i64;
+        match cfg.model.get("vocab_size").and_then(|v| v.as_integer()) {
+            None => {
+                cfg.model
+                    .insert("vocab_size".into(), toml::Value::Integer(vocab));
+            }
+            Some(v) if v != vocab => bail!(
+                "config key `model.vocab_size` is {v} but the {} tokenizer has {vocab} tokens; \
+                 remove the key to take the tokenizer's size",
+                data.tokenizer().kind()
+            ),
+            Some(_) => {}
+        }
+        return Ok(Box::new(data));
+    }
+    match name.as_str() {
         "mnist" => {
             let train = crate::data::mnist::load("train").context("loading MNIST")?;
             let test = crate::data::mnist::load("test").context("loading MNIST")?;

@@ -17,6 +17,8 @@ pub enum Feed {
     Step,
     /// The i-th data input of the model's forward.
     Data(usize),
+    /// The per-step u32 seed of in-graph randomness.
+    Rng,
 }
 
 /// Outputs of the train step, in order: `[loss, lr, grad_norm, params.., state..]`.
@@ -54,6 +56,7 @@ fn feeds_of(
     state: &[Vec<NodeId>],
     step: Option<NodeId>,
     data: &[NodeId],
+    rng: Option<NodeId>,
 ) -> Result<Vec<Feed>> {
     g.args()
         .into_iter()
@@ -71,6 +74,9 @@ fn feeds_of(
             }
             if let Some(i) = data.iter().position(|&d| d == a) {
                 return Ok(Feed::Data(i));
+            }
+            if Some(a) == rng {
+                return Ok(Feed::Rng);
             }
             anyhow::bail!("graph argument {a} is neither a parameter, optimizer state nor data")
         })
@@ -106,7 +112,7 @@ pub fn train_step(model: &dyn Model, opt: &Optimizer, batch: usize) -> Result<St
         outputs.extend(s);
     }
     g.set_outputs(&outputs)?;
-    let feeds = feeds_of(&g, &p.specs, &state, Some(step), &fwd.inputs)?;
+    let feeds = feeds_of(&g, &p.specs, &state, Some(step), &fwd.inputs, fwd.rng_seed)?;
     let n = p.specs.len();
     let mut aliases = Vec::new();
     for (arg, f) in feeds.iter().enumerate() {
@@ -141,7 +147,7 @@ pub fn eval_step(model: &dyn Model, batch: usize) -> Result<StepProgram> {
         .context("building the model")?;
     let outs: Vec<NodeId> = fwd.per_example.iter().map(|(_, n)| *n).collect();
     g.set_outputs(&outs)?;
-    let feeds = feeds_of(&g, &p.specs, &[], None, &fwd.inputs)?;
+    let feeds = feeds_of(&g, &p.specs, &[], None, &fwd.inputs, fwd.rng_seed)?;
     let data_types = fwd
         .inputs
         .iter()

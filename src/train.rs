@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use runtime::{Buffer, Client, CompileOptions, Executable};
 use serde_json::json;
 
+use crate::checkpoint::{Checkpoint, NamedTensor};
 use crate::exec::HostArray;
 use crate::metrics::{MetricsLog, Progress};
 use crate::optim::Optimizer;
@@ -25,6 +26,10 @@ pub trait DataSource {
     /// Evaluation batches of `batch` examples: inputs and how many leading examples are real
     /// (the last batch is padded).
     fn eval_batches(&self, batch: usize) -> Result<Vec<(Vec<HostArray>, usize)>>;
+    /// Text bytes per evaluated token, for bits per byte (language-model data only).
+    fn eval_bytes_per_token(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Settings of one run.
@@ -38,6 +43,16 @@ pub struct RunSpec<'a> {
     pub seed: u64,
     pub out: PathBuf,
     pub config_json: serde_json::Value,
+    /// Write a checkpoint every N steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Keep this many newest checkpoints.
+    pub keep_checkpoints: usize,
+    /// Continue from the newest complete checkpoint in `out/checkpoints`.
+    pub resume: bool,
+    /// Files saved with each checkpoint (name, path), e.g. the tokenizer.
+    pub extra_files: Vec<(String, PathBuf)>,
+    /// Peak FLOP/s for MFU; measured when `None`.
+    pub peak_flops: Option<f64>,
 }
 
 /// A compiled program and how to feed it.
@@ -68,6 +83,15 @@ pub struct TrainState {
     /// Param-major: `state[i * slots + k]`.
     pub state: Vec<Buffer>,
     pub step: usize,
+    /// The run's seed (dropout seeds derive from it and the step).
+    pub seed: u64,
+}
+
+/// The dropout seed of a step: a function of (seed, step) only, so resuming is exact.
+pub fn step_seed(seed: u64, step: usize) -> u32 {
+    let mut h = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (h ^ (h >> 33)) as u32
 }
 
 impl TrainState {
@@ -86,6 +110,7 @@ impl TrainState {
             params,
             state,
             step: 0,
+            seed,
         })
     }
 }
@@ -115,12 +140,67 @@ fn check_data(prog: &StepProgram, batch: &[HostArray], what: &str) -> Result<()>
     Ok(())
 }
 
+impl TrainState {
+    /// Parameters and optimizer state copied to the host, named for a checkpoint.
+    pub fn to_host(&self, prog: &StepProgram) -> Result<(Vec<NamedTensor>, Vec<NamedTensor>)> {
+        let mut params = Vec::with_capacity(self.params.len());
+        let mut opt = Vec::with_capacity(self.state.len());
+        for (i, p) in prog.params.iter().enumerate() {
+            params.push(NamedTensor {
+                name: p.name.clone(),
+                dims: p.ty.dims().to_vec(),
+                data: self.params[i].to_host::<f32>()?,
+            });
+            for (k, slot) in prog.slots.iter().enumerate() {
+                opt.push(NamedTensor {
+                    name: format!("{}.{slot}", p.name),
+                    dims: p.ty.dims().to_vec(),
+                    data: self.state[i * prog.slots.len() + k].to_host::<f32>()?,
+                });
+            }
+        }
+        Ok((params, opt))
+    }
+
+    /// Device state from a checkpoint, checked against the program's parameters.
+    pub fn from_checkpoint(
+        client: &Client,
+        prog: &StepProgram,
+        c: &Checkpoint,
+    ) -> Result<TrainState> {
+        let want: Vec<(String, Vec<i64>)> = prog
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.ty.dims().to_vec()))
+            .collect();
+        let want_opt: Vec<(String, Vec<i64>)> = prog
+            .params
+            .iter()
+            .flat_map(|p| {
+                prog.slots
+                    .iter()
+                    .map(move |s| (format!("{}.{s}", p.name), p.ty.dims().to_vec()))
+            })
+            .collect();
+        let params = Checkpoint::ordered(&c.params, &want, "parameter")?;
+        let opt = Checkpoint::ordered(&c.optimizer, &want_opt, "optimizer state")?;
+        let up = |t: &NamedTensor| client.buffer_from_host(&t.data, &t.dims, 0);
+        Ok(TrainState {
+            params: params.iter().map(up).collect::<Result<_, _>>()?,
+            state: opt.iter().map(up).collect::<Result<_, _>>()?,
+            step: c.state.step,
+            seed: c.state.seed,
+        })
+    }
+}
+
 /// Builds the argument list of a program from its feeds.
 fn arguments<'a>(
     prog: &StepProgram,
     params: &'a [Buffer],
     state: &'a [Buffer],
     step: Option<&'a Buffer>,
+    rng: Option<&'a Buffer>,
     data: &'a [Buffer],
 ) -> Result<Vec<&'a Buffer>> {
     let slots = prog.slots.len();
@@ -134,6 +214,7 @@ fn arguments<'a>(
                 Feed::Data(i) => data
                     .get(i)
                     .with_context(|| format!("missing data input {i}"))?,
+                Feed::Rng => rng.context("program needs a random seed")?,
             })
         })
         .collect()
@@ -151,7 +232,15 @@ pub fn run_train_step(
         .map(|a| a.to_device(client, 0))
         .collect::<Result<_>>()?;
     let step_buf = client.buffer_from_host(&[st.step as f32], &[], 0)?;
-    let args = arguments(&c.prog, &st.params, &st.state, Some(&step_buf), &data)?;
+    let rng_buf = client.buffer_from_host(&[step_seed(st.seed, st.step)], &[], 0)?;
+    let args = arguments(
+        &c.prog,
+        &st.params,
+        &st.state,
+        Some(&step_buf),
+        Some(&rng_buf),
+        &data,
+    )?;
     let mut out = c.exe.execute1(&args)?;
     let n = st.params.len();
     let state = out.split_off(TRAIN_SCALARS + n);
@@ -180,7 +269,7 @@ pub fn evaluate(
             .iter()
             .map(|a| a.to_device(client, 0))
             .collect::<Result<_>>()?;
-        let args = arguments(&c.prog, params, &[], None, &data)?;
+        let args = arguments(&c.prog, params, &[], None, None, &data)?;
         let out = c.exe.execute1(&args)?;
         for (s, b) in sums.iter_mut().zip(&out) {
             let v = b.to_host::<f32>()?;
@@ -191,8 +280,8 @@ pub fn evaluate(
     Ok((sums, n))
 }
 
-/// Trains `spec.steps` steps, evaluating and logging; writes `metrics.jsonl` and
-/// `summary.json` under `spec.out`. Returns the summary.
+/// Trains until `spec.steps` steps, evaluating, logging and checkpointing; writes
+/// `metrics.jsonl`, `summary.json` and `checkpoints/` under `spec.out`. Returns the summary.
 pub fn train(
     client: &Client,
     spec: &RunSpec,
@@ -201,7 +290,6 @@ pub fn train(
     let wall = Instant::now();
     std::fs::create_dir_all(&spec.out)
         .with_context(|| format!("creating output directory {}", spec.out.display()))?;
-    crate::io::write_json_atomic(&spec.out.join("config.json"), &spec.config_json)?;
     let batch = data.batch_size();
     let train_prog = train_step(spec.model, &spec.optimizer, batch)?;
     check_data(&train_prog, &data.train_batch(0)?, "training")?;
@@ -210,31 +298,82 @@ pub fn train(
     if let Some((first, _)) = eval_batches.first() {
         check_data(&eval_prog, first, "evaluation")?;
     }
+    let flops_per_step = crate::flops::matmul_flops(&train_prog.graph);
+    let tokens_per_step = train_prog
+        .data_types
+        .first()
+        .filter(|t| !t.dtype.is_float() && t.rank() == 2)
+        .map(|t| (t.dims()[0] * t.dims()[1]) as usize);
+    let ckpt_root = spec.out.join("checkpoints");
+    let resumed = if spec.resume {
+        let dir = crate::checkpoint::latest(&ckpt_root)?.with_context(|| {
+            format!(
+                "--resume: no complete checkpoint in {}",
+                ckpt_root.display()
+            )
+        })?;
+        Some(crate::checkpoint::load(&dir)?)
+    } else {
+        None
+    };
+    if let Some(c) = &resumed {
+        check_same_run(&c.state.config, &spec.config_json)
+            .with_context(|| format!("cannot resume from {}", c.dir.display()))?;
+    }
+    crate::io::write_json_atomic(&spec.out.join("config.json"), &spec.config_json)?;
     let train_c = compile_program(client, train_prog)?;
     let eval_c = compile_program(client, eval_prog)?;
     let n_params: usize = train_c.prog.params.iter().map(|p| p.count()).sum();
     let mem = train_c.exe.memory_stats()?;
+    let peak = match spec.peak_flops {
+        Some(p) => p,
+        None => crate::bench::measured_peak_flops(client)?,
+    };
     let progress = Progress::new(spec.steps as u64);
     progress.println(&format!(
-        "rxla: {} parameters; train step compiled in {:.2}s (temp {} MB), eval step in {:.2}s",
+        "rxla: {} parameters; train step compiled in {:.2}s (argument {} MB, output {} MB, temp {} MB), eval step in {:.2}s",
         n_params,
         train_c.compile_s,
-        mem.temp_bytes / (1 << 20),
+        mem.argument_bytes >> 20,
+        mem.output_bytes >> 20,
+        mem.temp_bytes >> 20,
         eval_c.compile_s
     ));
-    let mut st = TrainState::init(client, &train_c.prog, spec.seed)?;
-    let mut log = MetricsLog::open(&spec.out.join("metrics.jsonl"), false)?;
+    let mut st = match &resumed {
+        Some(c) => {
+            let st = TrainState::from_checkpoint(client, &train_c.prog, c)?;
+            progress.println(&format!(
+                "rxla: resumed from {} at step {}",
+                c.dir.display(),
+                st.step
+            ));
+            st
+        }
+        None => TrainState::init(client, &train_c.prog, spec.seed)?,
+    };
+    let metrics_path = spec.out.join("metrics.jsonl");
+    if resumed.is_some() {
+        truncate_metrics(&metrics_path, st.step)?;
+    }
+    let mut log = MetricsLog::open(&metrics_path, resumed.is_some())?;
     let mut last = json!({});
     let mut interval_start = Instant::now();
-    let mut interval_examples = 0usize;
+    let mut interval_steps = 0usize;
     let mut train_time = 0f64;
+    let mut trained = 0usize;
     let mut last_eval = json!({});
+    let extra: Vec<(&str, &Path)> = spec
+        .extra_files
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_path()))
+        .collect();
     while st.step < spec.steps {
         let batch_data = data.train_batch(st.step)?;
         let t = Instant::now();
         let (loss, lr, gnorm) = run_train_step(client, &train_c, &mut st, &batch_data)?;
         train_time += t.elapsed().as_secs_f64();
-        interval_examples += batch;
+        interval_steps += 1;
+        trained += 1;
         if !loss.is_finite() {
             bail!(
                 "loss became {loss} at step {}: lower the learning rate or enable clipping",
@@ -245,55 +384,82 @@ pub fn train(
         progress.set_step(step as u64);
         let do_eval = step == spec.steps || (spec.eval_every > 0 && step % spec.eval_every == 0);
         let do_log = do_eval || step % spec.log_every.max(1) == 0;
-        if !do_log {
-            continue;
-        }
-        let secs = interval_start.elapsed().as_secs_f64();
-        let eps = interval_examples as f64 / secs.max(1e-9);
-        let mut rec = json!({
-            "step": step,
-            "loss": loss,
-            "lr": lr,
-            "grad_norm": gnorm,
-            "examples_per_s": eps,
-        });
-        if do_eval {
-            let (sums, n) = evaluate(client, &eval_c, &st.params, &eval_batches)?;
-            for (name, s) in eval_c.prog.per_example.iter().zip(&sums) {
-                let key = match name.as_str() {
-                    "correct" => "eval_accuracy".to_string(),
-                    other => format!("eval_{other}"),
-                };
-                rec[key] = json!(s / n.max(1) as f64);
+        if do_log {
+            let secs = interval_start.elapsed().as_secs_f64().max(1e-9);
+            let steps_per_s = interval_steps as f64 / secs;
+            let mut rec = json!({
+                "step": step,
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": gnorm,
+                "examples_per_s": steps_per_s * batch as f64,
+                "mfu": flops_per_step * steps_per_s / peak,
+            });
+            if let Some(tok) = tokens_per_step {
+                rec["tokens_per_s"] = json!(steps_per_s * tok as f64);
             }
-            last_eval = rec.clone();
+            if do_eval {
+                let (sums, n) = evaluate(client, &eval_c, &st.params, &eval_batches)?;
+                for (name, s) in eval_c.prog.per_example.iter().zip(&sums) {
+                    let key = match name.as_str() {
+                        "correct" => "eval_accuracy".to_string(),
+                        other => format!("eval_{other}"),
+                    };
+                    rec[key] = json!(s / n.max(1) as f64);
+                }
+                if let (Some(bpt), Some(l)) =
+                    (data.eval_bytes_per_token(), rec["eval_loss"].as_f64())
+                {
+                    rec["eval_perplexity"] = json!(l.exp());
+                    rec["eval_bits_per_byte"] = json!(l / std::f64::consts::LN_2 / bpt);
+                }
+                last_eval = rec.clone();
+            }
+            progress.line(&log_line(&rec));
+            log.log(&rec)?;
+            last = rec;
+            interval_start = Instant::now();
+            interval_steps = 0;
         }
-        let mut line = format!("step {step:>6}  loss {loss:.4}  lr {lr:.2e}  {eps:.0} ex/s");
-        if let Some(l) = rec.get("eval_loss") {
-            line.push_str(&format!(
-                "  eval_loss {:.4}",
-                l.as_f64().unwrap_or(f64::NAN)
-            ));
+        let do_ckpt =
+            step == spec.steps || (spec.checkpoint_every > 0 && step % spec.checkpoint_every == 0);
+        if do_ckpt {
+            let (params, opt) = st.to_host(&train_c.prog)?;
+            let state = crate::checkpoint::CheckpointState {
+                format: 0,
+                step,
+                seed: st.seed,
+                config: spec.config_json.clone(),
+                checksums: Default::default(),
+                files: Vec::new(),
+            };
+            crate::checkpoint::save(
+                &ckpt_root,
+                &state,
+                &params,
+                &opt,
+                &extra,
+                spec.keep_checkpoints,
+            )?;
         }
-        if let Some(a) = rec.get("eval_accuracy") {
-            line.push_str(&format!("  eval_acc {:.4}", a.as_f64().unwrap_or(f64::NAN)));
-        }
-        progress.line(&line);
-        log.log(&rec)?;
-        last = rec;
-        interval_start = Instant::now();
-        interval_examples = 0;
     }
     progress.finish();
     let mut summary = json!({
         "steps": st.step,
         "parameters": n_params,
         "loss": last.get("loss").cloned().unwrap_or(json!(null)),
-        "examples_per_s": (st.step * batch) as f64 / train_time.max(1e-9),
+        "examples_per_s": (trained * batch) as f64 / train_time.max(1e-9),
+        "flops_per_step": flops_per_step,
+        "mfu": flops_per_step * trained as f64 / train_time.max(1e-9) / peak,
         "compile_s": train_c.compile_s + eval_c.compile_s,
         "seconds": wall.elapsed().as_secs_f64(),
+        "argument_bytes": mem.argument_bytes,
+        "output_bytes": mem.output_bytes,
         "temp_bytes": mem.temp_bytes,
     });
+    if let Some(tok) = tokens_per_step {
+        summary["tokens_per_s"] = json!((trained * tok) as f64 / train_time.max(1e-9));
+    }
     for (k, v) in last_eval.as_object().into_iter().flatten() {
         if k.starts_with("eval_") {
             summary[k] = v.clone();
@@ -301,6 +467,70 @@ pub fn train(
     }
     crate::io::write_json_atomic(&spec.out.join("summary.json"), &summary)?;
     Ok(summary)
+}
+
+fn log_line(rec: &serde_json::Value) -> String {
+    let f = |k: &str| rec.get(k).and_then(|v| v.as_f64());
+    let mut line = format!(
+        "step {:>6}  loss {:.4}  lr {:.2e}",
+        rec["step"],
+        f("loss").unwrap_or(f64::NAN),
+        f("lr").unwrap_or(f64::NAN)
+    );
+    match f("tokens_per_s") {
+        Some(t) => line.push_str(&format!("  {t:.0} tok/s")),
+        None => line.push_str(&format!("  {:.0} ex/s", f("examples_per_s").unwrap_or(0.0))),
+    }
+    line.push_str(&format!("  mfu {:.1}%", 100.0 * f("mfu").unwrap_or(0.0)));
+    for (k, label) in [
+        ("eval_loss", "eval_loss"),
+        ("eval_accuracy", "eval_acc"),
+        ("eval_bits_per_byte", "eval_bpb"),
+    ] {
+        if let Some(v) = f(k) {
+            line.push_str(&format!("  {label} {v:.4}"));
+        }
+    }
+    line
+}
+
+/// A checkpoint may only continue the same run: everything but the `train` section (steps,
+/// intervals) must match.
+fn check_same_run(saved: &serde_json::Value, now: &serde_json::Value) -> Result<()> {
+    for key in ["seed", "model", "data", "optimizer", "schedule"] {
+        if saved.get(key) != now.get(key) {
+            bail!(
+                "the checkpoint was written with a different `{key}` config ({} vs now {}); \
+                 use a new --out directory for a different run",
+                saved.get(key).map(|v| v.to_string()).unwrap_or_default(),
+                now.get(key).map(|v| v.to_string()).unwrap_or_default()
+            );
+        }
+    }
+    if saved.get("train").and_then(|t| t.get("batch_size"))
+        != now.get("train").and_then(|t| t.get("batch_size"))
+    {
+        bail!("the checkpoint was written with a different `train.batch_size`");
+    }
+    Ok(())
+}
+
+/// Drops metric lines past `step` (logged after the checkpoint we resume from).
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::io::write_atomic(path, kept.as_bytes())
 }
 
 /// Default output directory for a config: `runs/<config stem>`.

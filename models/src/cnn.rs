@@ -66,6 +66,7 @@ impl Model for Cnn {
             inputs: vec![x, y],
             loss,
             per_example,
+            rng_seed: None,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! its forward computation; the trainer never looks inside.
 
 pub mod cnn;
+pub mod gpt;
 pub mod layers;
 pub mod mlp;
 pub mod param;
@@ -29,6 +30,8 @@ pub struct Forward {
     /// Per-example values `[batch]` the trainer sums over an evaluation set
     /// (e.g. `loss`, `correct`).
     pub per_example: Vec<(String, NodeId)>,
+    /// A u32 scalar input seeding in-graph randomness (dropout), fed per step by the trainer.
+    pub rng_seed: Option<NodeId>,
 }
 
 /// A model the trainer can drive.

@@ -55,6 +55,7 @@ impl Model for Mlp {
             inputs: vec![x, y],
             loss,
             per_example,
+            rng_seed: None,
         })
     }
 }

