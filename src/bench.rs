@@ -76,11 +76,18 @@ pub struct BenchSpec<'a> {
     pub steps: usize,
     pub warmup: usize,
     pub peak_flops: Option<f64>,
+    pub passes: crate::step::Passes,
 }
 
 pub fn bench(client: &Client, spec: &BenchSpec) -> Result<serde_json::Value> {
     let t = Instant::now();
-    let prog = crate::step::train_step(spec.model, &spec.optimizer, spec.batch)?;
+    let (prog, report) = crate::train::build_train_step(
+        client,
+        spec.model,
+        &spec.optimizer,
+        spec.batch,
+        &spec.passes,
+    )?;
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let _ = lower::lower(&prog.graph, &prog.lower_options())?;
@@ -123,6 +130,7 @@ pub fn bench(client: &Client, spec: &BenchSpec) -> Result<serde_json::Value> {
         "temp_bytes": mem.temp_bytes,
         "argument_bytes": mem.argument_bytes,
         "output_bytes": mem.output_bytes,
+        "passes": report.to_json(),
     });
     // Token models: the first input is [batch, seq] ids.
     if let Some(t) = types.first() {

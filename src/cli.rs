@@ -34,6 +34,29 @@ pub enum Command {
     Bench(BenchArgs),
     /// Parameters, FLOPs per step and memory of a config's model.
     Summary(SummaryArgs),
+    /// Sample text from a trained GPT run.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    /// The training run's output directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long, default_value = "Call me Ishmael.")]
+    pub prompt: String,
+    #[arg(long, default_value_t = 200)]
+    pub max_tokens: usize,
+    /// Softmax temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Sample among the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -123,6 +146,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Lower(args) => lower_cmd(&args),
         Command::Bench(args) => bench_cmd(&args),
         Command::Summary(args) => summary_cmd(&args),
+        Command::Generate(args) => generate_cmd(&args),
     }
 }
 
@@ -206,14 +230,29 @@ fn train(args: &TrainArgs) -> Result<()> {
         extra_files: if tokenizer.is_file() {
             vec![(
                 crate::data::tokenizer::TOKENIZER_FILE.to_string(),
-                tokenizer,
+                tokenizer.clone(),
             )]
         } else {
             Vec::new()
         },
         peak_flops: cfg.train.peak_flops,
+        passes: cfg.train.passes()?,
     };
     let summary = crate::train::train(&client, &spec, data.as_mut())?;
+    if let Some(bpb) = summary.get("eval_bits_per_byte").and_then(|v| v.as_f64()) {
+        eprintln!("rxla: validation bits per byte {bpb:.4}");
+    }
+    if cfg.model_kind()? == "gpt" && tokenizer.is_file() {
+        let prompt = "Call me Ishmael.";
+        let opts = crate::generate::SampleOptions {
+            max_tokens: 200,
+            temperature: 0.8,
+            top_k: None,
+            seed: cfg.seed,
+        };
+        let (text, _) = crate::generate::from_run(&client, &out, prompt, &opts)?;
+        eprintln!("rxla: sample:\n{prompt}{text}\n");
+    }
     println!("{}", serde_json::to_string(&summary)?);
     eprintln!("rxla: wrote {}", out.join("summary.json").display());
     Ok(())
@@ -224,7 +263,25 @@ fn lower_cmd(args: &ConfigArgs) -> Result<()> {
     let model = registry::model(&cfg)?;
     let steps = cfg.train.steps.unwrap_or(1).max(1);
     let opt = optimizer(&cfg, steps)?;
-    let prog = crate::step::train_step(model.as_ref(), &opt, cfg.train.batch_size.max(1))?;
+    let passes = cfg.train.passes()?;
+    let (prog, _) = if matches!(passes.remat, crate::step::Remat::Budget(_)) {
+        let client = provision::client(&ClientRequest::default())?;
+        crate::train::build_train_step(
+            &client,
+            model.as_ref(),
+            &opt,
+            cfg.train.batch_size.max(1),
+            &passes,
+        )?
+    } else {
+        crate::step::train_step(
+            model.as_ref(),
+            &opt,
+            cfg.train.batch_size.max(1),
+            &passes,
+            None,
+        )?
+    };
     print!("{}", lower::lower(&prog.graph, &prog.lower_options())?);
     Ok(())
 }
@@ -247,6 +304,7 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
             steps: args.steps,
             warmup: args.warmup,
             peak_flops: args.peak_flops,
+            passes: cfg.train.passes()?,
         },
     )?;
     println!("{}", serde_json::to_string(&out)?);
@@ -258,13 +316,37 @@ fn summary_cmd(args: &SummaryArgs) -> Result<()> {
     let model = registry::model(&cfg)?;
     let steps = cfg.train.steps.unwrap_or(1).max(1);
     let opt = optimizer(&cfg, steps)?;
-    let prog = crate::step::train_step(model.as_ref(), &opt, cfg.train.batch_size.max(1))?;
     let client = args.device.client()?;
-    let s = crate::summary::summarize(&prog, Some(&client))?;
+    let (prog, report) = crate::train::build_train_step(
+        &client,
+        model.as_ref(),
+        &opt,
+        cfg.train.batch_size.max(1),
+        &cfg.train.passes()?,
+    )?;
+    let mut s = crate::summary::summarize(&prog, Some(&client))?;
+    s["passes"] = report.to_json();
     if args.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
         print!("{}", crate::summary::render(&s));
     }
+    Ok(())
+}
+
+fn generate_cmd(args: &GenerateArgs) -> Result<()> {
+    let client = args.device.client()?;
+    let opts = crate::generate::SampleOptions {
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        seed: args.seed,
+    };
+    let (text, rate) = crate::generate::from_run(&client, &args.run, &args.prompt, &opts)?;
+    println!("{}{}", args.prompt, text);
+    eprintln!(
+        "rxla: {} tokens at {rate:.0} tokens/s (recomputing the full window per token)",
+        args.max_tokens
+    );
     Ok(())
 }

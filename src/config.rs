@@ -162,6 +162,39 @@ pub struct TrainSection {
     /// Peak FLOP/s of the device for MFU (default: measured f32 matmul throughput).
     #[serde(default)]
     pub peak_flops: Option<f64>,
+    /// Rematerialization: "none", "full", "save_dots" or "budget:<bytes>".
+    #[serde(default = "default_remat")]
+    pub remat: String,
+    /// "f32" or "bf16" (bf16 matmul/conv operands, f32 accumulation and master weights).
+    #[serde(default = "default_precision")]
+    pub precision: String,
+    /// Microbatches per optimizer step (gradients summed in f32 inside one executable).
+    #[serde(default = "default_grad_accum")]
+    pub grad_accum: usize,
+}
+
+fn default_remat() -> String {
+    "none".into()
+}
+fn default_precision() -> String {
+    "f32".into()
+}
+fn default_grad_accum() -> usize {
+    1
+}
+
+impl TrainSection {
+    /// The compiler passes these keys ask for.
+    pub fn passes(&self) -> Result<crate::step::Passes> {
+        if self.grad_accum == 0 {
+            bail!("config key `train.grad_accum` must be at least 1");
+        }
+        Ok(crate::step::Passes {
+            precision: self.precision.parse()?,
+            remat: self.remat.parse()?,
+            grad_accum: self.grad_accum,
+        })
+    }
 }
 
 fn default_keep() -> usize {
@@ -196,7 +229,8 @@ pub struct OptimizerConfig {
     pub beta2: f64,
     #[serde(default = "default_eps")]
     pub eps: f64,
-    /// Decoupled weight decay (AdamW); L2 added to the gradient for SGD/Adam.
+    /// Decoupled weight decay (AdamW); L2 added to the gradient for SGD/Adam. Only matrices
+    /// (rank >= 2) decay; biases and norm gains don't.
     #[serde(default)]
     pub weight_decay: f64,
     /// Clip gradients to this global L2 norm (none when absent).

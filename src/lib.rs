@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod exec;
 pub mod flops;
+pub mod generate;
 pub mod io;
 pub mod metrics;
 pub mod optim;

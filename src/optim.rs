@@ -171,7 +171,8 @@ impl Optimizer {
             if let Some(s) = clip_scale {
                 gr = g.mul(gr, s)?;
             }
-            let wd = o.weight_decay;
+            // Decay matrices only (not biases and norm gains), as GPT-2 and Keras do.
+            let wd = if g.rank(p)? >= 2 { o.weight_decay } else { 0.0 };
             if wd != 0.0 && o.kind != OptimizerKind::Adamw {
                 let w = g.scalar(wd, DType::F32)?;
                 let d = g.mul(p, w)?;
@@ -220,8 +221,8 @@ impl Optimizer {
                     let eps = g.scalar(o.eps, DType::F32)?;
                     let den = g.add(den, eps)?;
                     let mut upd = g.div(mhat, den)?;
-                    if o.kind == OptimizerKind::Adamw && o.weight_decay != 0.0 {
-                        let w = g.scalar(o.weight_decay, DType::F32)?;
+                    if o.kind == OptimizerKind::Adamw && wd != 0.0 {
+                        let w = g.scalar(wd, DType::F32)?;
                         let d = g.mul(p, w)?;
                         upd = g.add(upd, d)?;
                     }

@@ -83,9 +83,140 @@ fn feeds_of(
         .collect()
 }
 
-/// Builds forward + backward + update for batches of `batch` examples.
-pub fn train_step(model: &dyn Model, opt: &Optimizer, batch: usize) -> Result<StepProgram> {
-    let mut g = Graph::new("train_step");
+/// Compiler passes applied to the train step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passes {
+    pub precision: Precision,
+    pub remat: Remat,
+    /// Microbatches per optimizer step, summed inside one executable.
+    pub grad_accum: usize,
+}
+
+impl Default for Passes {
+    fn default() -> Self {
+        Passes {
+            precision: Precision::F32,
+            remat: Remat::None,
+            grad_accum: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// bf16 dot/conv operands with f32 accumulation; everything else f32.
+    Bf16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remat {
+    None,
+    Full,
+    SaveDots,
+    /// Per region, the least recomputation whose compiled temp memory fits.
+    Budget(u64),
+}
+
+impl std::str::FromStr for Remat {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "none" => Remat::None,
+            "full" => Remat::Full,
+            "save_dots" => Remat::SaveDots,
+            _ => match s.strip_prefix("budget:").map(|b| b.trim().parse::<u64>()) {
+                Some(Ok(b)) => Remat::Budget(b),
+                _ => anyhow::bail!(
+                    "config key `train.remat` is `{s}`: use none, full, save_dots or budget:<bytes>"
+                ),
+            },
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => anyhow::bail!("config key `train.precision` is `{s}`: use f32 or bf16"),
+        }
+    }
+}
+
+/// What the passes did (for the first log line and `rxla summary`).
+#[derive(Debug, Clone, Default)]
+pub struct PassReport {
+    pub precision: Option<graph::PrecisionReport>,
+    pub remat: Option<graph::RematReport>,
+    /// Compiled temp bytes of the chosen step when a budget search ran.
+    pub measured_temp_bytes: Option<u64>,
+    pub grad_accum: usize,
+}
+
+impl PassReport {
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut out = serde_json::json!({ "grad_accum": self.grad_accum });
+        if let Some(p) = &self.precision {
+            out["precision"] = serde_json::json!({
+                "dots_bf16": p.dots, "convs_bf16": p.convs, "casts_inserted": p.casts,
+            });
+        }
+        if let Some(r) = &self.remat {
+            out["remat"] = serde_json::json!({
+                "regions_rematerialized": r.rematerialized(),
+                "nodes_cloned": r.cloned_nodes,
+                "residual_bytes_before": r.residual_bytes_before,
+                "residual_bytes_after": r.residual_bytes_after,
+            });
+        }
+        if let Some(b) = self.measured_temp_bytes {
+            out["budget_measured_temp_bytes"] = serde_json::json!(b);
+        }
+        out
+    }
+
+    /// One line for logs.
+    pub fn line(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(p) = &self.precision {
+            parts.push(format!(
+                "bf16: {} dots, {} convs, {} casts",
+                p.dots, p.convs, p.casts
+            ));
+        }
+        if let Some(r) = &self.remat {
+            parts.push(format!(
+                "remat: {} region(s) rematerialized, {} nodes cloned",
+                r.rematerialized().len(),
+                r.cloned_nodes
+            ));
+        }
+        if self.grad_accum > 1 {
+            parts.push(format!("grad_accum: {} microbatches", self.grad_accum));
+        }
+        if parts.is_empty() {
+            "passes: none".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// What the full step needs to know about a micro-step graph.
+struct MicroMeta {
+    params: Vec<ParamSpec>,
+    /// Data input types of the microbatch, in forward order.
+    data_types: Vec<TensorType>,
+    /// For each micro graph argument: what it is.
+    feeds: Vec<Feed>,
+}
+
+/// Forward + backward of one microbatch (outputs `[loss, grads..]`).
+fn micro_step(model: &dyn Model, batch: usize) -> Result<(Graph, MicroMeta)> {
+    let mut g = Graph::new("micro_step");
     let mut p = Params::new();
     let fwd = model
         .forward(&mut g, &mut p, batch, Mode::Train)
@@ -93,9 +224,207 @@ pub fn train_step(model: &dyn Model, opt: &Optimizer, batch: usize) -> Result<St
     let wrt: Vec<NodeId> = p.specs.iter().map(|s| s.node).collect();
     let (mut g, grads) =
         graph::autodiff::grad(&g, fwd.loss, &wrt).context("differentiating the model")?;
+    let mut outs = vec![fwd.loss];
+    outs.extend(&grads);
+    g.set_outputs(&outs)?;
+    let feeds = feeds_of(&g, &p.specs, &[], None, &fwd.inputs, fwd.rng_seed)?;
+    let data_types = fwd
+        .inputs
+        .iter()
+        .map(|&d| g.ty(d).cloned())
+        .collect::<graph::Result<_>>()?;
+    Ok((
+        g,
+        MicroMeta {
+            params: p.specs,
+            data_types,
+            feeds,
+        },
+    ))
+}
+
+/// Compiles a candidate step and returns its temp bytes (for a remat budget).
+pub type MeasureTemp<'a> = dyn FnMut(&StepProgram) -> Result<u64> + 'a;
+
+/// Builds forward + backward + update for batches of `batch` examples, with the passes.
+/// A remat budget compiles candidates through `measure` (compiled temp bytes of a step).
+pub fn train_step(
+    model: &dyn Model,
+    opt: &Optimizer,
+    batch: usize,
+    passes: &Passes,
+    measure: Option<&mut MeasureTemp>,
+) -> Result<(StepProgram, PassReport)> {
+    let k = passes.grad_accum.max(1);
+    if !batch.is_multiple_of(k) {
+        anyhow::bail!("train.batch_size ({batch}) must be a multiple of train.grad_accum ({k})");
+    }
+    let (mut micro, meta) = micro_step(model, batch / k)?;
+    let mut report = PassReport {
+        grad_accum: k,
+        ..Default::default()
+    };
+    if passes.precision == Precision::Bf16 {
+        let (g, r) = graph::mixed_precision(&micro, &graph::PrecisionPolicy::bf16())
+            .context("mixed-precision pass")?;
+        micro = g;
+        report.precision = Some(r);
+    }
+    let static_policy = match passes.remat {
+        Remat::None => None,
+        Remat::Full => Some(graph::RematPolicy::Full),
+        Remat::SaveDots => Some(graph::RematPolicy::SaveDots),
+        Remat::Budget(_) => None,
+    };
+    if let Some(policy) = static_policy {
+        let (g, r) = graph::remat(&micro, &policy).context("remat pass")?;
+        micro = g;
+        report.remat = Some(r);
+    }
+    if let Remat::Budget(bytes) = passes.remat {
+        let measure = measure.context("a remat budget needs a device to measure on")?;
+        let (g, r, measured) = graph::passes::remat_within(&micro, bytes, |cand: &Graph| {
+            measure(&assemble(cand, &meta, opt, batch, k)?)
+        })
+        .context("remat budget search")?;
+        if measured > bytes {
+            anyhow::bail!(
+                "train.remat budget {bytes} bytes cannot be met: full remat still needs {measured} temp bytes"
+            );
+        }
+        micro = g;
+        report.remat = Some(r);
+        report.measured_temp_bytes = Some(measured);
+    }
+    Ok((assemble(&micro, &meta, opt, batch, k)?, report))
+}
+
+/// The full step around a micro graph: parameters, data (k microbatches), the summed
+/// gradients (a scan when k > 1), and the optimizer update.
+fn assemble(
+    micro_graph: &Graph,
+    micro: &MicroMeta,
+    opt: &Optimizer,
+    batch: usize,
+    k: usize,
+) -> Result<StepProgram> {
+    let mut g = Graph::new("train_step");
+    let params: Vec<NodeId> = micro
+        .params
+        .iter()
+        .map(|s| g.parameter(&s.name, s.ty.clone()))
+        .collect::<graph::Result<_>>()?;
+    let data_types: Vec<TensorType> = micro
+        .data_types
+        .iter()
+        .map(|t| {
+            let mut d = t.dims().to_vec();
+            d[0] = batch as i64;
+            TensorType::new(t.dtype, d)
+        })
+        .collect();
+    let data: Vec<NodeId> = data_types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| g.input(&format!("data{i}"), t.clone()))
+        .collect::<graph::Result<_>>()?;
+    let rng = if micro.feeds.contains(&Feed::Rng) {
+        Some(g.input("dropout_seed", TensorType::scalar(DType::U32))?)
+    } else {
+        None
+    };
+    let np = params.len();
+    let (loss, grads) = if k == 1 {
+        let args: Vec<NodeId> = micro
+            .feeds
+            .iter()
+            .map(|f| match *f {
+                Feed::Param(i) => Ok(params[i]),
+                Feed::Data(i) => Ok(data[i]),
+                Feed::Rng => rng.context("rng input"),
+                _ => anyhow::bail!("unexpected micro-step argument {f:?}"),
+            })
+            .collect::<Result<_>>()?;
+        let map = graph::rewrite::inline(&mut g, micro_graph, &args)?;
+        let outs: Vec<NodeId> = micro_graph.outputs.iter().map(|o| map[o.index()]).collect();
+        (outs[0], outs[1..].to_vec())
+    } else {
+        // Body arguments: params (consts), gradient and loss sums (carries), microbatch slices.
+        let mut body = Graph::new("microbatch");
+        let b_params: Vec<NodeId> = micro
+            .params
+            .iter()
+            .map(|s| body.input(&format!("p.{}", s.name), s.ty.clone()))
+            .collect::<graph::Result<_>>()?;
+        let b_acc: Vec<NodeId> = micro
+            .params
+            .iter()
+            .map(|s| body.input(&format!("acc.{}", s.name), s.ty.clone()))
+            .collect::<graph::Result<_>>()?;
+        let b_loss = body.input("acc.loss", TensorType::scalar(DType::F32))?;
+        let b_data: Vec<NodeId> = micro
+            .data_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| body.input(&format!("x{i}"), t.clone()))
+            .collect::<graph::Result<_>>()?;
+        let b_rng = match rng {
+            Some(_) => Some(body.input("seed", TensorType::scalar(DType::U32))?),
+            None => None,
+        };
+        let args: Vec<NodeId> = micro
+            .feeds
+            .iter()
+            .map(|f| match *f {
+                Feed::Param(i) => Ok(b_params[i]),
+                Feed::Data(i) => Ok(b_data[i]),
+                Feed::Rng => b_rng.context("rng input"),
+                _ => anyhow::bail!("unexpected micro-step argument {f:?}"),
+            })
+            .collect::<Result<_>>()?;
+        let map = graph::rewrite::inline(&mut body, micro_graph, &args)?;
+        let outs: Vec<NodeId> = micro_graph.outputs.iter().map(|o| map[o.index()]).collect();
+        let mut carries = Vec::with_capacity(np + 1);
+        for (i, &a) in b_acc.iter().enumerate() {
+            let gr = body.convert(outs[1 + i], DType::F32)?;
+            carries.push(body.add(a, gr)?);
+        }
+        let l = body.convert(outs[0], DType::F32)?;
+        carries.push(body.add(b_loss, l)?);
+        body.set_outputs(&carries)?;
+        // Outer: zeros to start, data split into [k, batch/k, ..], one seed per microbatch.
+        let mut init = Vec::with_capacity(np + 1);
+        for s in &micro.params {
+            init.push(g.full(0.0, s.ty.clone())?);
+        }
+        init.push(g.scalar(0.0, DType::F32)?);
+        let mut xs = Vec::with_capacity(data.len() + 1);
+        for (&d, t) in data.iter().zip(&micro.data_types) {
+            let mut dims = vec![k as i64];
+            dims.extend(t.dims());
+            xs.push(g.reshape(d, dims)?);
+        }
+        if let Some(r) = rng {
+            let idx = g.iota(TensorType::new(DType::U32, [k as i64]), 0)?;
+            let r = g.broadcast_to(r, &[k as i64])?;
+            let big = g.full(
+                0x9E37_79B9u32 as f64,
+                TensorType::new(DType::U32, [k as i64]),
+            )?;
+            let idx = g.mul(idx, big)?;
+            xs.push(g.xor(r, idx)?);
+        }
+        let out = g.scan_with_body(body, k as i64, &params, &init, &xs, false)?;
+        let inv = 1.0 / k as f64;
+        let grads = out.carries[..np]
+            .iter()
+            .map(|&c| g.mul_scalar(c, inv))
+            .collect::<graph::Result<Vec<_>>>()?;
+        (g.mul_scalar(out.carries[np], inv)?, grads)
+    };
     let slots = opt.state_slots();
-    let mut state = Vec::with_capacity(p.specs.len());
-    for s in &p.specs {
+    let mut state = Vec::with_capacity(np);
+    for s in &micro.params {
         let mut v = Vec::with_capacity(slots.len());
         for slot in &slots {
             v.push(g.input(&format!("{}.{slot}", s.name), slot_type(&s.ty))?);
@@ -104,32 +433,31 @@ pub fn train_step(model: &dyn Model, opt: &Optimizer, batch: usize) -> Result<St
     }
     let step = g.input("step", TensorType::scalar(DType::F32))?;
     let upd = opt
-        .apply(&mut g, &wrt, &grads, &state, step)
+        .apply(&mut g, &params, &grads, &state, step)
         .context("building the optimizer update")?;
-    let mut outputs = vec![fwd.loss, upd.lr, upd.grad_norm];
+    let loss = g.convert(loss, DType::F32)?;
+    let mut outputs = vec![loss, upd.lr, upd.grad_norm];
     outputs.extend(&upd.params);
     for s in &upd.state {
         outputs.extend(s);
     }
     g.set_outputs(&outputs)?;
-    let feeds = feeds_of(&g, &p.specs, &state, Some(step), &fwd.inputs, fwd.rng_seed)?;
-    let n = p.specs.len();
+    let mut specs = micro.params.clone();
+    for (s, &n) in specs.iter_mut().zip(&params) {
+        s.node = n;
+    }
+    let feeds = feeds_of(&g, &specs, &state, Some(step), &data, rng)?;
     let mut aliases = Vec::new();
     for (arg, f) in feeds.iter().enumerate() {
         match *f {
             Feed::Param(i) => aliases.push((arg, TRAIN_SCALARS + i)),
-            Feed::State(i, k) => aliases.push((arg, TRAIN_SCALARS + n + i * slots.len() + k)),
+            Feed::State(i, s) => aliases.push((arg, TRAIN_SCALARS + np + i * slots.len() + s)),
             _ => {}
         }
     }
-    let data_types = fwd
-        .inputs
-        .iter()
-        .map(|&d| g.ty(d).cloned())
-        .collect::<graph::Result<_>>()?;
     Ok(StepProgram {
         graph: g,
-        params: p.specs,
+        params: specs,
         slots,
         feeds,
         data_types,

@@ -90,6 +90,9 @@ pub fn render(s: &serde_json::Value) -> String {
         human(e["optimizer_state_bytes"].as_f64().unwrap_or(0.0)),
         human(e["gradient_bytes"].as_f64().unwrap_or(0.0)),
     ));
+    if let Some(p) = s.get("passes") {
+        out.push_str(&format!("Passes: {p}\n"));
+    }
     if let Some(m) = s.get("compiled_memory") {
         out.push_str(&format!(
             "Compiled train step: arguments {}, outputs {}, temp {}\n",

@@ -12,7 +12,7 @@ use crate::checkpoint::{Checkpoint, NamedTensor};
 use crate::exec::HostArray;
 use crate::metrics::{MetricsLog, Progress};
 use crate::optim::Optimizer;
-use crate::step::{eval_step, train_step, Feed, StepProgram, TRAIN_SCALARS};
+use crate::step::{eval_step, train_step, Feed, PassReport, Passes, StepProgram, TRAIN_SCALARS};
 
 /// Where batches come from. Batches depend only on (seed, step), so a resumed run sees the
 /// same data.
@@ -53,6 +53,22 @@ pub struct RunSpec<'a> {
     pub extra_files: Vec<(String, PathBuf)>,
     /// Peak FLOP/s for MFU; measured when `None`.
     pub peak_flops: Option<f64>,
+    pub passes: Passes,
+}
+
+/// The train step with its passes; a remat budget is checked by compiling candidates.
+pub fn build_train_step(
+    client: &Client,
+    model: &dyn models::Model,
+    opt: &Optimizer,
+    batch: usize,
+    passes: &Passes,
+) -> Result<(StepProgram, PassReport)> {
+    let mut measure = |prog: &StepProgram| -> Result<u64> {
+        let c = compile_program(client, prog.clone())?;
+        Ok(c.exe.memory_stats()?.temp_bytes.max(0) as u64)
+    };
+    train_step(model, opt, batch, passes, Some(&mut measure))
 }
 
 /// A compiled program and how to feed it.
@@ -291,7 +307,8 @@ pub fn train(
     std::fs::create_dir_all(&spec.out)
         .with_context(|| format!("creating output directory {}", spec.out.display()))?;
     let batch = data.batch_size();
-    let train_prog = train_step(spec.model, &spec.optimizer, batch)?;
+    let (train_prog, pass_report) =
+        build_train_step(client, spec.model, &spec.optimizer, batch, &spec.passes)?;
     check_data(&train_prog, &data.train_batch(0)?, "training")?;
     let eval_prog = eval_step(spec.model, spec.eval_batch)?;
     let eval_batches = data.eval_batches(spec.eval_batch)?;
@@ -330,6 +347,7 @@ pub fn train(
         None => crate::bench::measured_peak_flops(client)?,
     };
     let progress = Progress::new(spec.steps as u64);
+    progress.println(&format!("rxla: {}", pass_report.line()));
     progress.println(&format!(
         "rxla: {} parameters; train step compiled in {:.2}s (argument {} MB, output {} MB, temp {} MB), eval step in {:.2}s",
         n_params,
@@ -456,6 +474,7 @@ pub fn train(
         "argument_bytes": mem.argument_bytes,
         "output_bytes": mem.output_bytes,
         "temp_bytes": mem.temp_bytes,
+        "passes": pass_report.to_json(),
     });
     if let Some(tok) = tokens_per_step {
         summary["tokens_per_s"] = json!((trained * tok) as f64 / train_time.max(1e-9));

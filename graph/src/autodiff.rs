@@ -10,6 +10,7 @@ use crate::ir::{Graph, NodeId};
 use crate::op::{vjp_node, Op};
 use crate::ops::common::accumulate;
 use crate::ops::control::{add_element_ct, save_carries, vjp_optimization_barrier, vjp_scan};
+use crate::passes::region::NodeTag;
 use std::collections::HashMap;
 
 /// Returns a copy of `g` extended with the backward pass, and the gradient
@@ -31,6 +32,8 @@ pub fn grad(g: &Graph, loss: NodeId, wrt: &[NodeId]) -> Result<(Graph, Vec<NodeI
     let loc = g.node(loss)?.loc.clone();
     let one = out.with_location(loc, |g| g.full_like(loss, 1.0))?;
     let grads = vjp(&mut out, &[(loss, one)], wrt)?;
+    out.regions
+        .fill(g.len()..out.len(), NodeTag::Backward(None));
     Ok((out, grads))
 }
 
@@ -103,6 +106,7 @@ pub fn vjp(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<
             continue;
         };
         let node = g.nodes[i].clone();
+        let start = g.len();
         if wrt.contains(&id) {
             if let Some(c) = node_cts[0] {
                 found.insert(id, c);
@@ -151,8 +155,11 @@ pub fn vjp(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<
             let slot = cts.entry(x).or_insert_with(|| vec![None]);
             slot[0] = Some(g.with_location(node.loc.clone(), |g| accumulate(g, slot[0], c))?);
         }
+        let region = g.regions.region_of(id);
+        g.regions.fill(start..g.len(), NodeTag::Backward(region));
     }
-    wrt.iter()
+    let grads = wrt
+        .iter()
         .map(|&w| match found.get(&w) {
             Some(&c) => Ok(c),
             None => {
@@ -160,7 +167,9 @@ pub fn vjp(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<
                 g.with_location(loc, |g| g.zeros_like(w))
             }
         })
-        .collect()
+        .collect();
+    g.regions.fill(n..g.len(), NodeTag::Backward(None));
+    grads
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use crate::error::{GraphError, Result};
 use crate::op::{infer, Op};
+use crate::passes::region::Regions;
 use crate::types::{DType, NodeType, Shape, TensorType};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -74,6 +75,9 @@ pub struct Graph {
     pub name: String,
     pub nodes: Vec<Node>,
     pub outputs: Vec<NodeId>,
+    /// Region tags of nodes (see [`Graph::region`]); empty unless model code marks regions.
+    #[serde(default, skip_serializing_if = "Regions::is_empty")]
+    pub regions: Regions,
     /// When set, new nodes take this location instead of their caller's
     /// (autodiff gives backward nodes the location of their forward node).
     #[serde(skip)]

@@ -16,6 +16,7 @@ pub mod ir;
 pub mod nn;
 pub mod op;
 pub mod ops;
+pub mod passes;
 pub mod rewrite;
 pub mod types;
 pub mod verify;
@@ -28,5 +29,9 @@ pub use op::{
 };
 pub use ops::control::{ScanArgs, ScanOutputs};
 pub use ops::conv::Padding;
+pub use passes::{
+    mixed_precision, remat, NodeTag, PrecisionPolicy, PrecisionReport, RegionId, RegionPolicy,
+    Regions, RematPolicy, RematReport,
+};
 pub use types::{DType, NodeType, Shape, TensorType};
 pub use verify::{verify, VerifyError};

@@ -49,14 +49,21 @@ impl Model for Cnn {
         let b = batch as i64;
         let x = g.input("images", TensorType::f32([b, h, w, c]))?; // (B, 28, 28, 1)
         let y = g.input("labels", TensorType::new(DType::I32, [b]))?;
-        let x1 = conv2d(g, p, "conv0", x, 32, [3, 3], Padding::Valid)?; // (B, 26, 26, 32)
-        let x1 = g.relu(x1)?;
-        let x1 = g.max_pool2d(x1, [2, 2], [2, 2], Padding::Valid)?; // (B, 13, 13, 32)
-        let x2 = conv2d(g, p, "conv1", x1, 64, [3, 3], Padding::Valid)?; // (B, 11, 11, 64)
-        let x2 = g.relu(x2)?;
-        let x2 = g.max_pool2d(x2, [2, 2], [2, 2], Padding::Valid)?; // (B, 5, 5, 64)
-        let x3 = conv2d(g, p, "conv2", x2, 64, [3, 3], Padding::Valid)?; // (B, 3, 3, 64)
-        let x3 = g.relu(x3)?;
+        // Each conv stage is a region: the unit the remat pass recomputes.
+        let x1 = g.region("stage0", |g| -> graph::Result<_> {
+            let x1 = conv2d(g, p, "conv0", x, 32, [3, 3], Padding::Valid)?; // (B, 26, 26, 32)
+            let x1 = g.relu(x1)?;
+            g.max_pool2d(x1, [2, 2], [2, 2], Padding::Valid) // (B, 13, 13, 32)
+        })?;
+        let x2 = g.region("stage1", |g| -> graph::Result<_> {
+            let x2 = conv2d(g, p, "conv1", x1, 64, [3, 3], Padding::Valid)?; // (B, 11, 11, 64)
+            let x2 = g.relu(x2)?;
+            g.max_pool2d(x2, [2, 2], [2, 2], Padding::Valid) // (B, 5, 5, 64)
+        })?;
+        let x3 = g.region("stage2", |g| -> graph::Result<_> {
+            let x3 = conv2d(g, p, "conv2", x2, 64, [3, 3], Padding::Valid)?; // (B, 3, 3, 64)
+            g.relu(x3)
+        })?;
         let f = flatten(g, x3)?; // (B, 576)
         let d = dense(g, p, "dense0", f, 64)?; // (B, 64)
         let d = g.relu(d)?;

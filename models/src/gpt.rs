@@ -173,15 +173,19 @@ impl Gpt {
         let mut salt = 0u32;
         let mut x = self.dropout(g, x, seed, &mut salt)?;
         for l in 0..c.n_layers {
-            x = p.scope(&format!("h{l}"), |p| -> graph::Result<NodeId> {
-                let h = layer_norm(g, p, "ln1", x, c.d_model)?;
-                let a = p.scope("attn", |p| self.attention(g, p, h, b, seed, &mut salt))?;
-                let a = self.dropout(g, a, seed, &mut salt)?;
-                let x = g.add(x, a)?;
-                let h = layer_norm(g, p, "ln2", x, c.d_model)?;
-                let m = p.scope("mlp", |p| self.mlp(g, p, h))?;
-                let m = self.dropout(g, m, seed, &mut salt)?;
-                g.add(x, m)
+            // Each block is a region: the unit the remat pass recomputes.
+            let name = format!("h{l}");
+            x = g.region(&name, |g| {
+                p.scope(&name, |p| -> graph::Result<NodeId> {
+                    let h = layer_norm(g, p, "ln1", x, c.d_model)?;
+                    let a = p.scope("attn", |p| self.attention(g, p, h, b, seed, &mut salt))?;
+                    let a = self.dropout(g, a, seed, &mut salt)?;
+                    let x = g.add(x, a)?;
+                    let h = layer_norm(g, p, "ln2", x, c.d_model)?;
+                    let m = p.scope("mlp", |p| self.mlp(g, p, h))?;
+                    let m = self.dropout(g, m, seed, &mut salt)?;
+                    g.add(x, m)
+                })
             })?;
         }
         let x = layer_norm(g, p, "ln_f", x, c.d_model)?;
