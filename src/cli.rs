@@ -112,7 +112,7 @@ pub struct TrainArgs {
     pub device: DeviceArgs,
 }
 
-pub const DEFAULT_CONFIG: &str = "configs/mnist-cnn.toml";
+pub const DEFAULT_CONFIG: &str = "configs/gpt-tiny.toml";
 
 /// Where to run: backend, virtual CPU devices, plugin verbosity.
 #[derive(Args, Debug, Clone)]
