@@ -267,10 +267,20 @@ mod tests {
         }
     }
 
-    /// One update of p=[1,-2,3] with gradient [0.5,-1,2], previous state, at `step`.
+    /// One update of p=[[1,-2,3]] with gradient [[0.5,-1,2]], previous state, at `step`.
     fn run(opt: &Optimizer, state_in: &[Vec<f32>], step: f32) -> (Vec<f64>, Vec<Vec<f64>>) {
+        run_shaped(opt, &[1, 3], state_in, step)
+    }
+
+    /// As `run`, with the parameter shaped `dims` (3 elements).
+    fn run_shaped(
+        opt: &Optimizer,
+        dims: &[i64],
+        state_in: &[Vec<f32>],
+        step: f32,
+    ) -> (Vec<f64>, Vec<Vec<f64>>) {
         let mut g = Graph::new("opt");
-        let ty = TensorType::f32([3]);
+        let ty = TensorType::f32(dims.to_vec());
         let p = g.parameter("p", ty.clone()).unwrap();
         let gr = g.input("g", ty.clone()).unwrap();
         let slots: Vec<NodeId> = opt
@@ -285,11 +295,11 @@ mod tests {
         g.set_outputs(&outs).unwrap();
         graph::verify(&g).unwrap();
         let mut args = vec![
-            HostTensor::f32(&[3], &[1.0, -2.0, 3.0]).unwrap(),
-            HostTensor::f32(&[3], &[0.5, -1.0, 2.0]).unwrap(),
+            HostTensor::f32(dims, &[1.0, -2.0, 3.0]).unwrap(),
+            HostTensor::f32(dims, &[0.5, -1.0, 2.0]).unwrap(),
         ];
         for s in state_in {
-            args.push(HostTensor::f32(&[3], s).unwrap());
+            args.push(HostTensor::f32(dims, s).unwrap());
         }
         args.push(HostTensor::f32(&[], &[step]).unwrap());
         let out = eval(&g, &args).unwrap();
@@ -375,6 +385,25 @@ mod tests {
                 close(&[s[0][i], s[1][i], p[i]], &[m, v, p0[i] - 0.01 * upd]);
             }
         }
+    }
+
+    #[test]
+    fn weight_decay_skips_vectors() {
+        let mut o = Optimizer {
+            opt: cfg(OptimizerKind::Sgd),
+            schedule: ScheduleConfig::default(),
+            total_steps: 10,
+        };
+        o.opt.lr = 0.1;
+        o.opt.weight_decay = 0.5;
+        let (matrix, _) = run(&o, &[], 0.0);
+        let (vector, _) = run_shaped(&o, &[3], &[], 0.0);
+        // Matrix: g + 0.5 p; vector (a bias or norm gain): g alone.
+        close(
+            &matrix,
+            &[1.0 - 0.1 * 1.0, -2.0 - 0.1 * -2.0, 3.0 - 0.1 * 3.5],
+        );
+        close(&vector, &[1.0 - 0.05, -2.0 + 0.1, 3.0 - 0.2]);
     }
 
     #[test]

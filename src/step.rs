@@ -299,6 +299,29 @@ pub fn train_step(
     Ok((assemble(&micro, &meta, opt, batch, k)?, report))
 }
 
+/// Copies the micro-step graph into `g` with its arguments bound to `params`, `data` and
+/// `rng` (nodes of `g`); returns its outputs `[loss, grads..]`.
+fn inline_micro(
+    g: &mut Graph,
+    micro_graph: &Graph,
+    feeds: &[Feed],
+    params: &[NodeId],
+    data: &[NodeId],
+    rng: Option<NodeId>,
+) -> Result<Vec<NodeId>> {
+    let args: Vec<NodeId> = feeds
+        .iter()
+        .map(|f| match *f {
+            Feed::Param(i) => Ok(params[i]),
+            Feed::Data(i) => Ok(data[i]),
+            Feed::Rng => rng.context("rng input"),
+            _ => anyhow::bail!("unexpected micro-step argument {f:?}"),
+        })
+        .collect::<Result<_>>()?;
+    let map = graph::rewrite::inline(g, micro_graph, &args)?;
+    Ok(micro_graph.outputs.iter().map(|o| map[o.index()]).collect())
+}
+
 /// The full step around a micro graph: parameters, data (k microbatches), the summed
 /// gradients (a scan when k > 1), and the optimizer update.
 fn assemble(
@@ -335,18 +358,7 @@ fn assemble(
     };
     let np = params.len();
     let (loss, grads) = if k == 1 {
-        let args: Vec<NodeId> = micro
-            .feeds
-            .iter()
-            .map(|f| match *f {
-                Feed::Param(i) => Ok(params[i]),
-                Feed::Data(i) => Ok(data[i]),
-                Feed::Rng => rng.context("rng input"),
-                _ => anyhow::bail!("unexpected micro-step argument {f:?}"),
-            })
-            .collect::<Result<_>>()?;
-        let map = graph::rewrite::inline(&mut g, micro_graph, &args)?;
-        let outs: Vec<NodeId> = micro_graph.outputs.iter().map(|o| map[o.index()]).collect();
+        let outs = inline_micro(&mut g, micro_graph, &micro.feeds, &params, &data, rng)?;
         (outs[0], outs[1..].to_vec())
     } else {
         // Body arguments: params (consts), gradient and loss sums (carries), microbatch slices.
@@ -372,18 +384,14 @@ fn assemble(
             Some(_) => Some(body.input("seed", TensorType::scalar(DType::U32))?),
             None => None,
         };
-        let args: Vec<NodeId> = micro
-            .feeds
-            .iter()
-            .map(|f| match *f {
-                Feed::Param(i) => Ok(b_params[i]),
-                Feed::Data(i) => Ok(b_data[i]),
-                Feed::Rng => b_rng.context("rng input"),
-                _ => anyhow::bail!("unexpected micro-step argument {f:?}"),
-            })
-            .collect::<Result<_>>()?;
-        let map = graph::rewrite::inline(&mut body, micro_graph, &args)?;
-        let outs: Vec<NodeId> = micro_graph.outputs.iter().map(|o| map[o.index()]).collect();
+        let outs = inline_micro(
+            &mut body,
+            micro_graph,
+            &micro.feeds,
+            &b_params,
+            &b_data,
+            b_rng,
+        )?;
         let mut carries = Vec::with_capacity(np + 1);
         for (i, &a) in b_acc.iter().enumerate() {
             let gr = body.convert(outs[1 + i], DType::F32)?;

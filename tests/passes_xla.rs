@@ -257,7 +257,7 @@ fn remat_keeps_results_and_cuts_temp_memory() {
 }
 
 #[test]
-fn bf16_runs_every_dot_on_bf16_operands() {
+fn bf16_runs_dots_on_bf16_operands_where_xla_cpu_can() {
     let dims = Dims {
         blocks: 2,
         batch: 2,
@@ -272,22 +272,22 @@ fn bf16_runs_every_dot_on_bf16_operands() {
 
     let (m, report) = mixed_precision(&g, &PrecisionPolicy::bf16()).unwrap();
     verify(&m).unwrap();
-    // 8 dots per block and the head, each with two backward dots.
+    // 8 dots per block and the head, each with two backward dots. Weight-gradient dots
+    // (lhs contracted over leading dims) stay f32: XLA CPU has no bf16 kernel for them.
     assert_eq!(
-        report.dots,
+        report.dots + report.kept_wide,
         3 * (8 * dims.blocks + 1),
-        "{} dots",
-        report.dots
+        "{report:?}"
     );
+    assert!(report.dots > report.kept_wide, "{report:?}");
     let mc = compile(&client, &m);
     let types = dot_operand_types(&mc.mlir);
-    assert_eq!(types.len(), report.dots);
-    for t in &types {
-        assert!(
-            t.matches("bf16>").count() == 2 && !t.contains("f32"),
-            "a dot with non-bf16 operands: {t}"
-        );
-    }
+    assert_eq!(types.len(), report.dots + report.kept_wide);
+    let narrow = types
+        .iter()
+        .filter(|t| t.matches("bf16>").count() == 2 && !t.contains("f32"))
+        .count();
+    assert_eq!(narrow, report.dots, "{types:?}");
     let got = run(&client, &mc, &args);
     let loss_rel = (got[0].data[0] - want[0].data[0]).abs() / want[0].data[0].abs();
     let d = max_rel_diff(&want, &got);
@@ -304,9 +304,11 @@ fn bf16_runs_every_dot_on_bf16_operands() {
     let (mr, rr) = remat(&m, &RematPolicy::Full).unwrap();
     assert!(rr.cloned_nodes > 0);
     let mrc = compile(&client, &mr);
-    assert!(dot_operand_types(&mrc.mlir)
+    let narrow_after = dot_operand_types(&mrc.mlir)
         .iter()
-        .all(|t| !t.contains("f32")));
+        .filter(|t| t.matches("bf16>").count() == 2 && !t.contains("f32"))
+        .count();
+    assert!(narrow_after >= narrow, "remat clones keep bf16 operands");
     let d = max_rel_diff(&got, &run(&client, &mrc, &args));
     assert!(d <= 1e-6, "remat changed the bf16 results: {d:e}");
 }
