@@ -111,6 +111,43 @@ fn stopped_and_resumed_run_matches_uninterrupted_run() {
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(a.join("checkpoints/step-00000020/tokenizer.json").is_file());
 
+    // The run samples text from its newest checkpoint.
+    let o = rxla(&[
+        "generate",
+        "--run",
+        a.to_str().unwrap(),
+        "--prompt",
+        "Call me",
+        "--max-tokens",
+        "24",
+        "--seed",
+        "3",
+    ]);
+    ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text.starts_with("Call me") && text.trim_end().len() > "Call me".len(),
+        "{text}"
+    );
+    let again = rxla(&[
+        "generate",
+        "--run",
+        a.to_str().unwrap(),
+        "--prompt",
+        "Call me",
+        "--max-tokens",
+        "24",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(again.stdout, o.stdout, "same seed, same sample");
+    let e = err(&rxla(&[
+        "generate",
+        "--run",
+        root.join("nothing").to_str().unwrap(),
+    ]));
+    assert!(e.contains("no complete checkpoint"), "{e}");
+
     // A different model config is refused.
     let e = err(&train(
         &cfg,
