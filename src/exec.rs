@@ -122,22 +122,6 @@ pub fn compile(
     Ok((mlir, exe))
 }
 
-/// One-shot: lower, compile, run on device 0 with host tensors.
-pub fn run(client: &Client, g: &Graph, args: &[HostTensor]) -> Result<Vec<HostTensor>> {
-    let (_, exe) = compile(
-        client,
-        g,
-        &LowerOptions::default(),
-        &CompileOptions::default(),
-    )?;
-    let bufs: Vec<Buffer> = args
-        .iter()
-        .map(|a| to_device(client, a, 0))
-        .collect::<Result<_>>()?;
-    let refs: Vec<&Buffer> = bufs.iter().collect();
-    exe.execute1(&refs)?.iter().map(to_host).collect()
-}
-
 /// A typed host array fed to a program (a batch input).
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostArray {
