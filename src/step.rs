@@ -205,6 +205,14 @@ impl PassReport {
     }
 }
 
+/// The types of `nodes` of `g`.
+fn types_of(g: &Graph, nodes: &[NodeId]) -> Result<Vec<TensorType>> {
+    Ok(nodes
+        .iter()
+        .map(|&d| g.ty(d).cloned())
+        .collect::<graph::Result<_>>()?)
+}
+
 /// What the full step needs to know about a micro-step graph.
 struct MicroMeta {
     params: Vec<ParamSpec>,
@@ -228,11 +236,7 @@ fn micro_step(model: &dyn Model, batch: usize) -> Result<(Graph, MicroMeta)> {
     outs.extend(&grads);
     g.set_outputs(&outs)?;
     let feeds = feeds_of(&g, &p.specs, &[], None, &fwd.inputs, fwd.rng_seed)?;
-    let data_types = fwd
-        .inputs
-        .iter()
-        .map(|&d| g.ty(d).cloned())
-        .collect::<graph::Result<_>>()?;
+    let data_types = types_of(&g, &fwd.inputs)?;
     Ok((
         g,
         MicroMeta {
@@ -484,11 +488,7 @@ pub fn eval_step(model: &dyn Model, batch: usize) -> Result<StepProgram> {
     let outs: Vec<NodeId> = fwd.per_example.iter().map(|(_, n)| *n).collect();
     g.set_outputs(&outs)?;
     let feeds = feeds_of(&g, &p.specs, &[], None, &fwd.inputs, fwd.rng_seed)?;
-    let data_types = fwd
-        .inputs
-        .iter()
-        .map(|&d| g.ty(d).cloned())
-        .collect::<graph::Result<_>>()?;
+    let data_types = types_of(&g, &fwd.inputs)?;
     Ok(StepProgram {
         graph: g,
         params: p.specs,

@@ -48,17 +48,24 @@ impl Graph {
         self.mul(hx, t)
     }
 
-    /// `log(sum(exp(x)))` over `dim`, computed stably.
+    /// `(m, exp(x - m), sum(exp(x - m)))` over `dim` with `m` the (gradient-free) max:
+    /// the max only shifts for stability, its gradient cancels exactly.
     #[track_caller]
-    pub fn logsumexp(&mut self, x: NodeId, dim: usize) -> Result<NodeId> {
-        self.check_dim("logsumexp", x, dim)?;
+    fn shifted_exp(&mut self, x: NodeId, dim: usize) -> Result<(NodeId, NodeId, NodeId)> {
         let m = self.reduce_max(x, &[dim])?;
-        // The max only shifts for stability; its gradient cancels exactly.
         let m = self.stop_gradient(m)?;
         let mb = self.unreduce(m, x, dim)?;
         let s = self.sub(x, mb)?;
         let e = self.exp(s)?;
         let se = self.reduce_sum(e, &[dim])?;
+        Ok((m, e, se))
+    }
+
+    /// `log(sum(exp(x)))` over `dim`, computed stably.
+    #[track_caller]
+    pub fn logsumexp(&mut self, x: NodeId, dim: usize) -> Result<NodeId> {
+        self.check_dim("logsumexp", x, dim)?;
+        let (m, _, se) = self.shifted_exp(x, dim)?;
         let l = self.log(se)?;
         self.add(l, m)
     }
@@ -73,12 +80,7 @@ impl Graph {
     #[track_caller]
     pub fn softmax(&mut self, x: NodeId, dim: usize) -> Result<NodeId> {
         self.check_dim("softmax", x, dim)?;
-        let m = self.reduce_max(x, &[dim])?;
-        let m = self.stop_gradient(m)?;
-        let mb = self.unreduce(m, x, dim)?;
-        let s = self.sub(x, mb)?;
-        let e = self.exp(s)?;
-        let se = self.reduce_sum(e, &[dim])?;
+        let (_, e, se) = self.shifted_exp(x, dim)?;
         let se = self.unreduce(se, x, dim)?;
         self.div(e, se)
     }
