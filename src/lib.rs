@@ -1,5 +1,6 @@
 //! rxla: trainer, data, checkpoints and CLI on top of the graph, lowering and PJRT runtime.
 
+mod alloc;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
