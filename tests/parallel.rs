@@ -169,3 +169,134 @@ fn sharded_training_matches_one_device() {
         assert!(diff <= 1e-3 * scale.max(1e-3), "{diff} vs scale {scale}");
     }
 }
+
+const CLI_GPT: &str = r#"
+seed = 2
+[model]
+kind = "gpt"
+seq_len = 16
+d_model = 32
+n_layers = 2
+n_heads = 4
+dropout = 0.1
+[data]
+dataset = "moby-dick"
+max_eval_windows = 32
+[train]
+batch_size = 8
+steps = 20
+log_every = 1
+eval_every = 10
+checkpoint_every = 10
+peak_flops = 1e12
+[optimizer]
+kind = "adamw"
+lr = 0.01
+weight_decay = 0.1
+clip_norm = 1.0
+"#;
+
+fn rxla(args: &[&str]) -> std::process::Output {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rxla"))
+        .args(args)
+        .output()
+        .expect("run rxla");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn metrics(dir: &std::path::Path, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v[key].as_f64()
+        })
+        .collect()
+}
+
+/// From the CLI: a run saved on 4 devices (data=2 x tensor=2, fsdp) resumes on one device
+/// and continues as the uninterrupted single-device run; `rxla summary` prints the plan.
+#[test]
+fn saved_on_four_devices_resumes_on_one() {
+    let root = std::env::temp_dir().join(format!("rxla-parallel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, CLI_GPT).unwrap();
+    let (a, b) = (root.join("one"), root.join("four"));
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        rxla(&args)
+    };
+    train(&a, &[]);
+    let four = [
+        "--cpu-devices",
+        "4",
+        "--set",
+        "parallel.data=2",
+        "--set",
+        "parallel.tensor=2",
+        "--set",
+        "parallel.fsdp=true",
+    ];
+    let mut args = four.to_vec();
+    args.extend(["--set", "train.steps=10"]);
+    let o = train(&b, &args);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("mesh data=2 x model=2 on 4 devices"), "{log}");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["devices"], 4);
+    train(&b, &["--resume", "--set", "train.steps=20"]);
+
+    let (la, lb) = (metrics(&a, "loss"), metrics(&b, "loss"));
+    assert_eq!((la.len(), lb.len()), (20, 20));
+    for s in 0..20 {
+        // The first 10 steps ran sharded; the last 10 on one device from its checkpoint.
+        let tol = if s < 10 { 1e-4 } else { 1e-5 };
+        assert!(
+            (la[s] - lb[s]).abs() <= tol * la[s].abs(),
+            "step {}: one device {} vs saved on four {}",
+            s + 1,
+            la[s],
+            lb[s]
+        );
+    }
+    let (ea, eb) = (metrics(&a, "eval_loss"), metrics(&b, "eval_loss"));
+    assert_eq!(ea.len(), 2);
+    assert!(
+        (ea[0] - eb[0]).abs() <= 1e-4 * ea[0],
+        "sharded eval {ea:?} vs {eb:?}"
+    );
+
+    let o = rxla(&[
+        "summary",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "parallel.data=4",
+        "--set",
+        "parallel.fsdp=true",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("Sharding plan: mesh data=4 (4 devices)"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("h0.mlp.fc.w")
+            && l.contains("(embed, mlp)")
+            && l.contains("(8, 128)")),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
