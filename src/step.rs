@@ -361,6 +361,15 @@ pub fn train_step(
     if !batch.is_multiple_of(k) {
         anyhow::bail!("train.batch_size ({batch}) must be a multiple of train.grad_accum ({k})");
     }
+    if let Some(plan) = &passes.parallel {
+        let d = plan.mesh.size(crate::parallel::DATA) as usize;
+        if !(batch / k).is_multiple_of(d) {
+            anyhow::bail!(
+                "train.batch_size ({batch}) / train.grad_accum ({k}) must be a multiple of \
+                 parallel.data ({d}): each data-parallel device takes an equal share"
+            );
+        }
+    }
     let (mut micro, meta) = micro_step(model, batch / k)?;
     let mut report = PassReport {
         grad_accum: k,

@@ -298,5 +298,35 @@ fn saved_on_four_devices_resumes_on_one() {
             && l.contains("(8, 128)")),
         "{text}"
     );
+
+    // Bad plans are clear errors.
+    let bad = root.join("bad");
+    let err = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            bad.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rxla"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!e.contains("panicked"), "{e}");
+        e
+    };
+    let e = err(&["--cpu-devices", "2", "--set", "parallel.data=4"]);
+    assert!(
+        e.contains("needs 4 devices") && e.contains("--cpu-devices 4"),
+        "{e}"
+    );
+    let e = err(&["--set", "parallel.data=3"]);
+    assert!(e.contains("multiple of parallel.data (3)"), "{e}");
+    let e = err(&["--set", "parallel.fsdp=true"]);
+    assert!(e.contains("`parallel.fsdp`"), "{e}");
     std::fs::remove_dir_all(&root).unwrap();
 }

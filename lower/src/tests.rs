@@ -211,3 +211,18 @@ fn logical_constraints_follow_axis_rules() {
         "{t}"
     );
 }
+
+#[test]
+fn sharding_errors_name_the_model_line() {
+    let mut g = Graph::new("bad_axis");
+    let x = g.input("x", TensorType::f32([4, 6])).unwrap();
+    let y = g
+        .shard(x, Sharding::Mesh(vec![Some("rows".into()), None]))
+        .unwrap();
+    g.set_outputs(&[y]).unwrap();
+    let e = lower(&g, &one_device()).unwrap_err().to_string();
+    assert!(
+        e.starts_with("sharding at lower/src/tests.rs:") && e.contains("no axis \"rows\""),
+        "{e}"
+    );
+}
