@@ -131,6 +131,8 @@ pub fn bench(client: &Client, spec: &BenchSpec) -> Result<serde_json::Value> {
         "argument_bytes": mem.argument_bytes,
         "output_bytes": mem.output_bytes,
         "passes": report.to_json(),
+        "devices": c.prog.num_devices(),
+        "parameter_bytes_per_device": st.param_bytes_per_device(),
     });
     // Token models: the first input is [batch, seq] ids.
     if let Some(t) = types.first() {

@@ -137,6 +137,25 @@ impl DeviceArgs {
         })
         .context("starting the PJRT client")
     }
+
+    /// A client with at least `needed` devices when that is ours to choose: on the cpu
+    /// backend without `--cpu-devices`, that many virtual devices.
+    pub fn client_for(&self, needed: usize) -> Result<runtime::Client> {
+        let cpu = provision::backend_from_env(self.backend)? == Backend::Cpu;
+        if needed > 1 && cpu && self.cpu_devices.is_none() {
+            return DeviceArgs {
+                cpu_devices: Some(needed),
+                ..self.clone()
+            }
+            .client();
+        }
+        self.client()
+    }
+}
+
+/// Devices the config's `[parallel]` plan needs.
+fn devices_needed(cfg: &TrainConfig) -> Result<usize> {
+    Ok(crate::parallel::Plan::from_config(&cfg.parallel)?.map_or(1, |p| p.num_devices()))
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -212,7 +231,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     let model = registry::model(&cfg)?;
     let steps = total_steps(&cfg, data.steps_per_epoch())?;
     let opt = optimizer(&cfg, steps)?;
-    let client = args.device.client()?;
+    let client = args.device.client_for(devices_needed(&cfg)?)?;
     let tokenizer = out.join(crate::data::tokenizer::TOKENIZER_FILE);
     let spec = RunSpec {
         model: model.as_ref(),
@@ -236,7 +255,7 @@ fn train(args: &TrainArgs) -> Result<()> {
             Vec::new()
         },
         peak_flops: cfg.train.peak_flops,
-        passes: cfg.train.passes()?,
+        passes: cfg.passes()?,
     };
     let summary = crate::train::train(&client, &spec, data.as_mut())?;
     if let Some(bpb) = summary.get("eval_bits_per_byte").and_then(|v| v.as_f64()) {
@@ -263,7 +282,7 @@ fn lower_cmd(args: &ConfigArgs) -> Result<()> {
     let model = registry::model(&cfg)?;
     let steps = cfg.train.steps.unwrap_or(1).max(1);
     let opt = optimizer(&cfg, steps)?;
-    let passes = cfg.train.passes()?;
+    let passes = cfg.passes()?;
     let (prog, _) = if matches!(passes.remat, crate::step::Remat::Budget(_)) {
         let client = provision::client(&ClientRequest::default())?;
         crate::train::build_train_step(
@@ -294,7 +313,7 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
     if cfg.train.batch_size == 0 {
         bail!("config key `train.batch_size` must be at least 1");
     }
-    let client = args.device.client()?;
+    let client = args.device.client_for(devices_needed(&cfg)?)?;
     let out = crate::bench::bench(
         &client,
         &crate::bench::BenchSpec {
@@ -304,7 +323,7 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
             steps: args.steps,
             warmup: args.warmup,
             peak_flops: args.peak_flops,
-            passes: cfg.train.passes()?,
+            passes: cfg.passes()?,
         },
     )?;
     println!("{}", serde_json::to_string(&out)?);
@@ -316,13 +335,13 @@ fn summary_cmd(args: &SummaryArgs) -> Result<()> {
     let model = registry::model(&cfg)?;
     let steps = cfg.train.steps.unwrap_or(1).max(1);
     let opt = optimizer(&cfg, steps)?;
-    let client = args.device.client()?;
+    let client = args.device.client_for(devices_needed(&cfg)?)?;
     let (prog, report) = crate::train::build_train_step(
         &client,
         model.as_ref(),
         &opt,
         cfg.train.batch_size.max(1),
-        &cfg.train.passes()?,
+        &cfg.passes()?,
     )?;
     let mut s = crate::summary::summarize(&prog, Some(&client))?;
     s["passes"] = report.to_json();

@@ -87,6 +87,9 @@ pub struct TrainConfig {
     pub optimizer: OptimizerConfig,
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    /// Device mesh and sharding (data, fsdp, tensor parallelism).
+    #[serde(default)]
+    pub parallel: crate::parallel::ParallelConfig,
 }
 
 impl TrainConfig {
@@ -104,6 +107,13 @@ impl TrainConfig {
             .ok_or_else(|| {
                 anyhow!("config key `model.kind` is missing: name a model, e.g. kind = \"cnn\"")
             })
+    }
+
+    /// The compiler passes and the sharding plan the config asks for.
+    pub fn passes(&self) -> Result<crate::step::Passes> {
+        let mut p = self.train.passes()?;
+        p.parallel = crate::parallel::Plan::from_config(&self.parallel)?;
+        Ok(p)
     }
 
     /// The `[model]` table without `kind`, parsed into the model's config struct.
@@ -193,6 +203,7 @@ impl TrainSection {
             precision: self.precision.parse()?,
             remat: self.remat.parse()?,
             grad_accum: self.grad_accum,
+            parallel: None,
         })
     }
 }

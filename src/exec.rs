@@ -4,7 +4,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use graph::interp::HostTensor;
 use graph::{DType, Graph, TensorType};
 use lower::LowerOptions;
-use runtime::{bf16, f16, Buffer, Client, CompileOptions, ElementType, Executable};
+use runtime::{
+    bf16, f16, Buffer, Client, CompileOptions, ElementType, Executable, ShardLayout, ShardedArray,
+};
 
 pub fn element_type(d: DType) -> ElementType {
     match d {
@@ -134,6 +136,15 @@ impl HostArray {
         match self {
             HostArray::F32 { dims, .. } | HostArray::I32 { dims, .. } => dims,
         }
+    }
+
+    /// Scatters the array over devices `0..` by `layout`.
+    pub fn to_sharded(&self, client: &Client, layout: &ShardLayout) -> Result<ShardedArray> {
+        let devices: Vec<usize> = (0..layout.num_devices()).collect();
+        Ok(match self {
+            HostArray::F32 { data, .. } => ShardedArray::from_host(client, data, layout, &devices)?,
+            HostArray::I32 { data, .. } => ShardedArray::from_host(client, data, layout, &devices)?,
+        })
     }
 
     pub fn to_device(&self, client: &Client, device: usize) -> Result<Buffer> {

@@ -12,6 +12,7 @@ pub mod generate;
 pub mod io;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod registry;
 pub mod step;
 pub mod summary;

@@ -6,6 +6,7 @@ use graph::{DType, Graph, NodeId, TensorType};
 use models::{Mode, Model, ParamSpec, Params};
 
 use crate::optim::{slot_type, Optimizer};
+use crate::parallel::{Plan, ProgramSharding};
 
 /// What feeds one argument of a step program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,15 +39,109 @@ pub struct StepProgram {
     pub aliases: Vec<(usize, usize)>,
     /// Names of the per-example outputs (eval programs).
     pub per_example: Vec<String>,
+    /// Placement over a device mesh; `None`: one device.
+    pub sharding: Option<ProgramSharding>,
 }
 
 impl StepProgram {
     pub fn lower_options(&self) -> lower::LowerOptions {
-        lower::LowerOptions {
+        let mut o = lower::LowerOptions {
             module_name: Some(self.graph.name.clone()),
             aliases: self.aliases.clone(),
             ..Default::default()
+        };
+        if let Some(s) = &self.sharding {
+            let ann = |v: &Vec<Vec<Option<String>>>| {
+                v.iter()
+                    .map(|a| Some(ProgramSharding::annotation(a)))
+                    .collect()
+            };
+            o.arg_shardings = ann(&s.args);
+            o.result_shardings = ann(&s.outputs);
+            o.mesh = Some(s.plan.mesh.clone());
+            o.axis_rules = s.plan.rules.clone();
+            o.num_partitions = s.plan.num_devices() as u32;
         }
+        o
+    }
+
+    /// Devices the program runs on.
+    pub fn num_devices(&self) -> usize {
+        self.sharding.as_ref().map_or(1, |s| s.plan.num_devices())
+    }
+
+    fn layout_of(&self, axes: Option<&Vec<Option<String>>>, dims: &[i64]) -> runtime::ShardLayout {
+        match (&self.sharding, axes) {
+            (Some(s), Some(a)) => s.plan.layout(a, dims),
+            _ => runtime::ShardLayout::replicated(dims, self.num_devices()),
+        }
+    }
+
+    /// How argument `i` lies on the devices.
+    pub fn arg_layout(&self, i: usize, dims: &[i64]) -> runtime::ShardLayout {
+        self.layout_of(self.sharding.as_ref().and_then(|s| s.args.get(i)), dims)
+    }
+
+    /// How output `i` lies on the devices.
+    pub fn output_layout(&self, i: usize, dims: &[i64]) -> runtime::ShardLayout {
+        self.layout_of(self.sharding.as_ref().and_then(|s| s.outputs.get(i)), dims)
+    }
+
+    /// How parameter `i` (and its optimizer slots) lies on the devices.
+    pub fn param_layout(&self, i: usize) -> runtime::ShardLayout {
+        let dims = self.params[i].ty.dims();
+        match self.feeds.iter().position(|f| *f == Feed::Param(i)) {
+            Some(a) => self.arg_layout(a, dims),
+            None => runtime::ShardLayout::replicated(dims, self.num_devices()),
+        }
+    }
+
+    /// Places the program on `plan`'s mesh: parameters and optimizer state by their logical
+    /// axes, data split on the batch, scalars replicated. Outputs: train programs return
+    /// parameters and state where they came from (so donation works); per-example outputs
+    /// are split like the batch.
+    pub fn shard(&mut self, plan: &Plan) -> Result<()> {
+        let g = &self.graph;
+        let args = g
+            .args()
+            .iter()
+            .zip(&self.feeds)
+            .map(|(&a, f)| {
+                Ok(match *f {
+                    Feed::Param(i) | Feed::State(i, _) => plan.param_axes(&self.params[i]),
+                    Feed::Data(i) => plan.batch_axes(&self.data_types[i]),
+                    Feed::Step | Feed::Rng => vec![None; g.ty(a)?.rank()],
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let np = self.params.len();
+        let outputs = g
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(o, &n)| {
+                let ty = g.ty(n)?;
+                Ok(if !self.per_example.is_empty() {
+                    plan.batch_axes(ty)
+                } else if o >= TRAIN_SCALARS {
+                    let k = o - TRAIN_SCALARS;
+                    let i = if k < np {
+                        k
+                    } else {
+                        (k - np) / self.slots.len()
+                    };
+                    plan.param_axes(&self.params[i])
+                } else {
+                    vec![None; ty.rank()]
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.sharding = Some(ProgramSharding {
+            plan: plan.clone(),
+            args,
+            outputs,
+        });
+        Ok(())
     }
 }
 
@@ -90,6 +185,8 @@ pub struct Passes {
     pub remat: Remat,
     /// Microbatches per optimizer step, summed inside one executable.
     pub grad_accum: usize,
+    /// The device mesh and sharding rules; `None`: one device.
+    pub parallel: Option<Plan>,
 }
 
 impl Default for Passes {
@@ -98,6 +195,7 @@ impl Default for Passes {
             precision: Precision::F32,
             remat: Remat::None,
             grad_accum: 1,
+            parallel: None,
         }
     }
 }
@@ -263,6 +361,15 @@ pub fn train_step(
     if !batch.is_multiple_of(k) {
         anyhow::bail!("train.batch_size ({batch}) must be a multiple of train.grad_accum ({k})");
     }
+    if let Some(plan) = &passes.parallel {
+        let d = plan.mesh.size(crate::parallel::DATA) as usize;
+        if !(batch / k).is_multiple_of(d) {
+            anyhow::bail!(
+                "train.batch_size ({batch}) / train.grad_accum ({k}) must be a multiple of \
+                 parallel.data ({d}): each data-parallel device takes an equal share"
+            );
+        }
+    }
     let (mut micro, meta) = micro_step(model, batch / k)?;
     let mut report = PassReport {
         grad_accum: k,
@@ -300,7 +407,11 @@ pub fn train_step(
         report.remat = Some(r);
         report.measured_temp_bytes = Some(measured);
     }
-    Ok((assemble(&micro, &meta, opt, batch, k)?, report))
+    let mut prog = assemble(&micro, &meta, opt, batch, k)?;
+    if let Some(plan) = &passes.parallel {
+        prog.shard(plan)?;
+    }
+    Ok((prog, report))
 }
 
 /// Copies the micro-step graph into `g` with its arguments bound to `params`, `data` and
@@ -475,11 +586,13 @@ fn assemble(
         data_types,
         aliases,
         per_example: Vec::new(),
+        sharding: None,
     })
 }
 
-/// Builds the evaluation forward: outputs the per-example values.
-pub fn eval_step(model: &dyn Model, batch: usize) -> Result<StepProgram> {
+/// Builds the evaluation forward: outputs the per-example values; placed on `plan`'s mesh
+/// like the train step's parameters.
+pub fn eval_step(model: &dyn Model, batch: usize, plan: Option<&Plan>) -> Result<StepProgram> {
     let mut g = Graph::new("eval_step");
     let mut p = Params::new();
     let fwd = model
@@ -489,7 +602,7 @@ pub fn eval_step(model: &dyn Model, batch: usize) -> Result<StepProgram> {
     g.set_outputs(&outs)?;
     let feeds = feeds_of(&g, &p.specs, &[], None, &fwd.inputs, fwd.rng_seed)?;
     let data_types = types_of(&g, &fwd.inputs)?;
-    Ok(StepProgram {
+    let mut prog = StepProgram {
         graph: g,
         params: p.specs,
         slots: Vec::new(),
@@ -497,5 +610,10 @@ pub fn eval_step(model: &dyn Model, batch: usize) -> Result<StepProgram> {
         data_types,
         aliases: Vec::new(),
         per_example: fwd.per_example.into_iter().map(|(n, _)| n).collect(),
-    })
+        sharding: None,
+    };
+    if let Some(plan) = plan {
+        prog.shard(plan)?;
+    }
+    Ok(prog)
 }

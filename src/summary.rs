@@ -31,6 +31,9 @@ pub fn summarize(prog: &StepProgram, client: Option<&Client>) -> Result<serde_js
             "gradient_bytes": param_bytes,
         },
     });
+    if let Some(sh) = &prog.sharding {
+        out["sharding"] = sharding_plan(prog, sh);
+    }
     if let Some(c) = client {
         let compiled = crate::train::compile_program(c, prog.clone())?;
         let m = compiled.exe.memory_stats()?;
@@ -43,6 +46,48 @@ pub fn summarize(prog: &StepProgram, client: Option<&Client>) -> Result<serde_js
         out["compile_s"] = json!(compiled.compile_s);
     }
     Ok(out)
+}
+
+/// Each parameter's logical axes, mesh axes, per-device shape and bytes.
+fn sharding_plan(prog: &StepProgram, sh: &crate::parallel::ProgramSharding) -> serde_json::Value {
+    let axes =
+        |v: &[Option<String>]| -> Vec<serde_json::Value> { v.iter().map(|a| json!(a)).collect() };
+    let mut total = 0usize;
+    let params: Vec<serde_json::Value> = prog
+        .params
+        .iter()
+        .map(|p| {
+            let mesh_axes = sh.plan.param_axes(p);
+            let shard = sh.plan.layout(&mesh_axes, p.ty.dims()).shard_dims();
+            let bytes = shard.iter().product::<i64>() as usize * p.ty.dtype.size_bytes();
+            total += bytes;
+            json!({
+                "name": p.name,
+                "logical_axes": axes(&p.axes),
+                "mesh_axes": axes(&mesh_axes),
+                "per_device_shape": shard,
+                "per_device_bytes": bytes,
+            })
+        })
+        .collect();
+    json!({
+        "mesh": sh.plan.describe(),
+        "devices": sh.plan.num_devices(),
+        "rules": sh.plan.rules,
+        "parameters": params,
+        "parameter_bytes_per_device": total,
+        "optimizer_state_bytes_per_device": total * prog.slots.len(),
+    })
+}
+
+fn axes_text(v: &serde_json::Value) -> String {
+    let names: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| a.as_str().unwrap_or("-").to_string())
+        .collect();
+    format!("({})", names.join(", "))
 }
 
 fn human(bytes: f64) -> String {
@@ -90,6 +135,45 @@ pub fn render(s: &serde_json::Value) -> String {
         human(e["optimizer_state_bytes"].as_f64().unwrap_or(0.0)),
         human(e["gradient_bytes"].as_f64().unwrap_or(0.0)),
     ));
+    if let Some(sh) = s.get("sharding") {
+        out.push_str(&format!(
+            "\nSharding plan: mesh {} ({} devices), rules {}\n",
+            sh["mesh"].as_str().unwrap_or(""),
+            sh["devices"],
+            sh["rules"]
+        ));
+        out.push_str(&format!(
+            "{:<24} {:<24} {:<22} {:<16} {:>10}\n",
+            "Parameter", "Logical axes", "Mesh axes", "Per device", "Bytes"
+        ));
+        out.push_str(&rule);
+        for p in sh["parameters"].as_array().into_iter().flatten() {
+            let shape: Vec<String> = p["per_device_shape"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| d.to_string())
+                .collect();
+            out.push_str(&format!(
+                "{:<24} {:<24} {:<22} {:<16} {:>10}\n",
+                p["name"].as_str().unwrap_or(""),
+                axes_text(&p["logical_axes"]),
+                axes_text(&p["mesh_axes"]),
+                format!("({})", shape.join(", ")),
+                p["per_device_bytes"]
+            ));
+        }
+        out.push_str(&rule);
+        out.push_str(&format!(
+            "Per device: parameters {}, optimizer state {}\n",
+            human(sh["parameter_bytes_per_device"].as_f64().unwrap_or(0.0)),
+            human(
+                sh["optimizer_state_bytes_per_device"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+            ),
+        ));
+    }
     if let Some(p) = s.get("passes") {
         out.push_str(&format!("Passes: {p}\n"));
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use runtime::{Buffer, Client, CompileOptions, Executable};
+use runtime::{Client, CompileOptions, Executable, ShardLayout, ShardedArray};
 use serde_json::json;
 
 use crate::checkpoint::{Checkpoint, NamedTensor};
@@ -79,12 +79,20 @@ pub struct Compiled {
 }
 
 pub fn compile_program(client: &Client, prog: StepProgram) -> Result<Compiled> {
+    let n = prog.num_devices();
+    let have = client.addressable_devices().len();
+    if n > have {
+        bail!(
+            "the `[parallel]` config needs {n} devices but the client has {have}: \
+             pass `--cpu-devices {n}` (cpu backend) or shrink `parallel.*`"
+        );
+    }
     let t = Instant::now();
     let (_, exe) = crate::exec::compile(
         client,
         &prog.graph,
         &prog.lower_options(),
-        &CompileOptions::default(),
+        &CompileOptions::spmd(n),
     )?;
     Ok(Compiled {
         prog,
@@ -93,11 +101,11 @@ pub fn compile_program(client: &Client, prog: StepProgram) -> Result<Compiled> {
     })
 }
 
-/// Parameters and optimizer state living on device 0.
+/// Parameters and optimizer state on the program's devices (sharded by its plan).
 pub struct TrainState {
-    pub params: Vec<Buffer>,
+    pub params: Vec<ShardedArray>,
     /// Param-major: `state[i * slots + k]`.
-    pub state: Vec<Buffer>,
+    pub state: Vec<ShardedArray>,
     pub step: usize,
     /// The run's seed (dropout seeds derive from it and the step).
     pub seed: u64,
@@ -115,11 +123,14 @@ impl TrainState {
     pub fn init(client: &Client, prog: &StepProgram, seed: u64) -> Result<TrainState> {
         let mut params = Vec::with_capacity(prog.params.len());
         let mut state = Vec::new();
-        for p in &prog.params {
+        let devices: Vec<usize> = (0..prog.num_devices()).collect();
+        for (i, p) in prog.params.iter().enumerate() {
+            let layout = prog.param_layout(i);
             let v = p.initial_values(seed);
-            params.push(client.buffer_from_host(&v, p.ty.dims(), 0)?);
+            params.push(ShardedArray::from_host(client, &v, &layout, &devices)?);
             for _ in &prog.slots {
-                state.push(client.buffer_from_host(&vec![0f32; v.len()], p.ty.dims(), 0)?);
+                let zeros = vec![0f32; v.len()];
+                state.push(ShardedArray::from_host(client, &zeros, &layout, &devices)?);
             }
         }
         Ok(TrainState {
@@ -200,25 +211,50 @@ impl TrainState {
             .collect();
         let params = Checkpoint::ordered(&c.params, &want, "parameter")?;
         let opt = Checkpoint::ordered(&c.optimizer, &want_opt, "optimizer state")?;
-        let up = |t: &NamedTensor| client.buffer_from_host(&t.data, &t.dims, 0);
+        // Checkpoints hold logical tensors: scatter them by this program's plan.
+        let devices: Vec<usize> = (0..prog.num_devices()).collect();
+        let slots = prog.slots.len().max(1);
+        let up = |i: usize, t: &NamedTensor| {
+            ShardedArray::from_host(client, &t.data, &prog.param_layout(i), &devices)
+        };
         Ok(TrainState {
-            params: params.iter().map(up).collect::<Result<_, _>>()?,
-            state: opt.iter().map(up).collect::<Result<_, _>>()?,
+            params: params
+                .iter()
+                .enumerate()
+                .map(|(i, t)| up(i, t))
+                .collect::<Result<_, _>>()?,
+            state: opt
+                .iter()
+                .enumerate()
+                .map(|(j, t)| up(j / slots, t))
+                .collect::<Result<_, _>>()?,
             step: c.state.step,
             seed: c.state.seed,
         })
     }
 }
 
+impl TrainState {
+    /// Bytes of parameters one device holds (device 0; shards are equal).
+    pub fn param_bytes_per_device(&self) -> usize {
+        self.params.iter().map(|p| p.bytes_per_device()).sum()
+    }
+
+    /// Bytes of optimizer state one device holds.
+    pub fn state_bytes_per_device(&self) -> usize {
+        self.state.iter().map(|p| p.bytes_per_device()).sum()
+    }
+}
+
 /// Builds the argument list of a program from its feeds.
 fn arguments<'a>(
     prog: &StepProgram,
-    params: &'a [Buffer],
-    state: &'a [Buffer],
-    step: Option<&'a Buffer>,
-    rng: Option<&'a Buffer>,
-    data: &'a [Buffer],
-) -> Result<Vec<&'a Buffer>> {
+    params: &'a [ShardedArray],
+    state: &'a [ShardedArray],
+    step: Option<&'a ShardedArray>,
+    rng: Option<&'a ShardedArray>,
+    data: &'a [ShardedArray],
+) -> Result<Vec<&'a ShardedArray>> {
     let slots = prog.slots.len();
     prog.feeds
         .iter()
@@ -236,6 +272,72 @@ fn arguments<'a>(
         .collect()
 }
 
+/// Runs a program on its devices: per-device argument lists from the arrays' shards, and
+/// the outputs regrouped into arrays laid out as the program says.
+fn execute_sharded(c: &Compiled, args: &[&ShardedArray]) -> Result<Vec<ShardedArray>> {
+    let n = c.prog.num_devices();
+    let per_device: Vec<Vec<&runtime::Buffer>> = (0..n)
+        .map(|d| args.iter().map(|a| &a.shards()[d]).collect())
+        .collect();
+    let outs = c.exe.execute(&per_device)?;
+    let mut by_output: Vec<Vec<runtime::Buffer>> = Vec::new();
+    for dev in outs {
+        for (o, b) in dev.into_iter().enumerate() {
+            if by_output.len() <= o {
+                by_output.push(Vec::with_capacity(n));
+            }
+            by_output[o].push(b);
+        }
+    }
+    by_output
+        .into_iter()
+        .enumerate()
+        .map(|(o, shards)| {
+            let dims = c.prog.graph.ty(c.prog.graph.outputs[o])?.dims().to_vec();
+            Ok(ShardedArray::from_shards(
+                c.prog.output_layout(o, &dims),
+                shards,
+            )?)
+        })
+        .collect()
+}
+
+/// A scalar on every device of `prog`.
+fn replicated_scalar<T: runtime::NativeType>(
+    client: &Client,
+    prog: &StepProgram,
+    v: T,
+) -> Result<ShardedArray> {
+    let n = prog.num_devices();
+    let devices: Vec<usize> = (0..n).collect();
+    Ok(ShardedArray::from_host(
+        client,
+        &[v],
+        &ShardLayout::replicated(&[], n),
+        &devices,
+    )?)
+}
+
+/// The batch scattered as the program's data arguments are laid out.
+fn data_arrays(
+    client: &Client,
+    prog: &StepProgram,
+    batch: &[HostArray],
+) -> Result<Vec<ShardedArray>> {
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let arg = prog
+                .feeds
+                .iter()
+                .position(|f| *f == Feed::Data(i))
+                .with_context(|| format!("program takes no data input {i}"))?;
+            a.to_sharded(client, &prog.arg_layout(arg, a.dims()))
+        })
+        .collect()
+}
+
 /// One optimizer step; returns (loss, lr, grad_norm).
 pub fn run_train_step(
     client: &Client,
@@ -243,12 +345,9 @@ pub fn run_train_step(
     st: &mut TrainState,
     batch: &[HostArray],
 ) -> Result<(f32, f32, f32)> {
-    let data: Vec<Buffer> = batch
-        .iter()
-        .map(|a| a.to_device(client, 0))
-        .collect::<Result<_>>()?;
-    let step_buf = client.buffer_from_host(&[st.step as f32], &[], 0)?;
-    let rng_buf = client.buffer_from_host(&[step_seed(st.seed, st.step)], &[], 0)?;
+    let data = data_arrays(client, &c.prog, batch)?;
+    let step_buf = replicated_scalar(client, &c.prog, st.step as f32)?;
+    let rng_buf = replicated_scalar(client, &c.prog, step_seed(st.seed, st.step))?;
     let args = arguments(
         &c.prog,
         &st.params,
@@ -257,13 +356,13 @@ pub fn run_train_step(
         Some(&rng_buf),
         &data,
     )?;
-    let mut out = c.exe.execute1(&args)?;
+    let mut out = execute_sharded(c, &args)?;
     let n = st.params.len();
     let state = out.split_off(TRAIN_SCALARS + n);
     let params = out.split_off(TRAIN_SCALARS);
     let scalars: Vec<f32> = out
         .iter()
-        .map(|b| Ok(b.to_host::<f32>()?[0]))
+        .map(|b| Ok(b.shards()[0].to_host::<f32>()?[0]))
         .collect::<Result<_>>()?;
     st.params = params;
     st.state = state;
@@ -275,18 +374,15 @@ pub fn run_train_step(
 pub fn evaluate(
     client: &Client,
     c: &Compiled,
-    params: &[Buffer],
+    params: &[ShardedArray],
     batches: &[(Vec<HostArray>, usize)],
 ) -> Result<(Vec<f64>, usize)> {
     let mut sums = vec![0f64; c.prog.per_example.len()];
     let mut n = 0;
     for (inputs, valid) in batches {
-        let data: Vec<Buffer> = inputs
-            .iter()
-            .map(|a| a.to_device(client, 0))
-            .collect::<Result<_>>()?;
+        let data = data_arrays(client, &c.prog, inputs)?;
         let args = arguments(&c.prog, params, &[], None, None, &data)?;
-        let out = c.exe.execute1(&args)?;
+        let out = execute_sharded(c, &args)?;
         for (s, b) in sums.iter_mut().zip(&out) {
             let v = b.to_host::<f32>()?;
             *s += v[..*valid].iter().map(|&x| x as f64).sum::<f64>();
@@ -310,7 +406,7 @@ pub fn train(
     let (train_prog, pass_report) =
         build_train_step(client, spec.model, &spec.optimizer, batch, &spec.passes)?;
     check_data(&train_prog, &data.train_batch(0)?, "training")?;
-    let eval_prog = eval_step(spec.model, spec.eval_batch)?;
+    let eval_prog = eval_step(spec.model, spec.eval_batch, spec.passes.parallel.as_ref())?;
     let eval_batches = data.eval_batches(spec.eval_batch)?;
     if let Some((first, _)) = eval_batches.first() {
         check_data(&eval_prog, first, "evaluation")?;
@@ -369,6 +465,17 @@ pub fn train(
         }
         None => TrainState::init(client, &train_c.prog, spec.seed)?,
     };
+    let param_bytes = st.param_bytes_per_device();
+    let state_bytes = st.state_bytes_per_device();
+    if let Some(plan) = &spec.passes.parallel {
+        progress.println(&format!(
+            "rxla: mesh {} on {} devices; per device: parameters {} KB, optimizer state {} KB",
+            plan.describe(),
+            plan.num_devices(),
+            param_bytes >> 10,
+            state_bytes >> 10
+        ));
+    }
     let metrics_path = spec.out.join("metrics.jsonl");
     if resumed.is_some() {
         truncate_metrics(&metrics_path, st.step)?;
@@ -475,6 +582,9 @@ pub fn train(
         "output_bytes": mem.output_bytes,
         "temp_bytes": mem.temp_bytes,
         "passes": pass_report.to_json(),
+        "devices": train_c.prog.num_devices(),
+        "parameter_bytes_per_device": param_bytes,
+        "optimizer_state_bytes_per_device": state_bytes,
     });
     if let Some(tok) = tokens_per_step {
         summary["tokens_per_s"] = json!((trained * tok) as f64 / train_time.max(1e-9));

@@ -389,3 +389,34 @@ fn cost_analysis_is_exact_or_a_clean_unimplemented_error() {
         Err(e) => panic!("unexpected {e}"),
     }
 }
+
+#[test]
+fn sharded_array_scatters_and_gathers() {
+    use runtime::{ShardLayout, ShardedArray};
+    let c = cpu_client(4).unwrap();
+    let data: Vec<f32> = (0..48).map(|i| i as f32).collect();
+    // [4, 12]: rows over 2 devices, columns over 2, on a 2x2 device grid.
+    let layout = ShardLayout {
+        dims: vec![4, 12],
+        tiles: vec![2, 2],
+        device_tiles: (0..4).map(|d| vec![d / 2, d % 2]).collect(),
+    };
+    let a = ShardedArray::from_host(&c, &data, &layout, &[0, 1, 2, 3]).unwrap();
+    assert_eq!(a.bytes_per_device(), 2 * 6 * 4);
+    assert_eq!(a.shards()[1].device().unwrap(), 1);
+    // Device 1 holds rows 0..2, columns 6..12.
+    let t1 = a.shards()[1].to_host::<f32>().unwrap();
+    assert_eq!(&t1[..6], &data[6..12]);
+    assert_eq!(&t1[6..], &data[18..24]);
+    assert_eq!(a.to_host::<f32>().unwrap(), data);
+    // Replicated over two devices, split over the other pair.
+    let half = ShardLayout {
+        dims: vec![4, 12],
+        tiles: vec![1, 2],
+        device_tiles: (0..4).map(|d| vec![0, d % 2]).collect(),
+    };
+    let b = ShardedArray::from_host(&c, &data, &half, &[0, 1, 2, 3]).unwrap();
+    assert_eq!(b.to_host::<f32>().unwrap(), data);
+    let e = ShardedArray::from_host(&c, &data[1..], &half, &[0, 1, 2, 3]).unwrap_err();
+    assert!(e.to_string().contains("47 elements"), "{e}");
+}

@@ -10,7 +10,7 @@ mod emit;
 mod ops;
 mod sharding;
 
-pub use sharding::{hlo_sharding, Mesh};
+pub use sharding::{hlo_sharding, resolve_logical, Mesh};
 
 use emit::Emitter;
 use graph::{Graph, Sharding};
@@ -43,6 +43,9 @@ pub struct LowerOptions {
     pub result_shardings: Vec<Option<Sharding>>,
     /// The device mesh `Sharding::Mesh` axis names refer to.
     pub mesh: Option<Mesh>,
+    /// (logical axis, mesh axis) rules resolving `Sharding::Logical` constraints; without
+    /// a mesh those constraints are dropped.
+    pub axis_rules: Vec<(String, String)>,
     /// Donation: (argument index, output index) pairs whose buffers alias
     /// (`tf.aliasing_output`); types must match.
     pub aliases: Vec<(usize, usize)>,

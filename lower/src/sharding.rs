@@ -15,6 +15,48 @@ impl Mesh {
     pub fn num_devices(&self) -> i64 {
         self.axes.iter().map(|a| a.1).product()
     }
+
+    /// The size of axis `name` (1 when the mesh has no such axis).
+    pub fn size(&self, name: &str) -> i64 {
+        self.axes.iter().find(|(a, _)| a == name).map_or(1, |a| a.1)
+    }
+
+    /// Device `d`'s coordinate along each axis (row-major numbering).
+    pub fn coords(&self, d: i64) -> Vec<i64> {
+        let mut c = vec![0; self.axes.len()];
+        let mut rest = d;
+        for (k, (_, n)) in self.axes.iter().enumerate().rev() {
+            c[k] = rest % n;
+            rest /= n;
+        }
+        c
+    }
+}
+
+/// Maps logical axis names (per tensor dim) to mesh axes with `rules` (logical, mesh),
+/// as MaxText's logical axis rules do: for each dim the first rule whose mesh axis exists
+/// with size > 1, is not taken by an earlier dim and divides the dim wins; otherwise the
+/// dim is not split.
+pub fn resolve_logical(
+    names: &[Option<String>],
+    dims: &[i64],
+    rules: &[(String, String)],
+    mesh: &Mesh,
+) -> Vec<Option<String>> {
+    let mut used: Vec<&str> = Vec::new();
+    names
+        .iter()
+        .zip(dims)
+        .map(|(name, &dim)| {
+            let name = name.as_deref()?;
+            let axis = rules.iter().find_map(|(l, m)| {
+                let n = mesh.size(m);
+                (l == name && n > 1 && dim % n == 0 && !used.contains(&m.as_str())).then_some(m)
+            })?;
+            used.push(axis);
+            Some(axis.clone())
+        })
+        .collect()
 }
 
 /// The `mhlo.sharding` string of `s` for a rank-`rank` value, e.g.
@@ -24,6 +66,11 @@ pub fn hlo_sharding(s: &Sharding, rank: usize, mesh: Option<&Mesh>) -> Result<St
         Sharding::Replicated => return Ok("{replicated}".into()),
         Sharding::Raw(r) => return Ok(r.clone()),
         Sharding::Mesh(spec) => spec,
+        Sharding::Logical(_) => {
+            return Err(LowerError::Invalid(
+                "Sharding::Logical must be resolved to mesh axes first (resolve_logical)".into(),
+            ))
+        }
     };
     let mesh =
         mesh.ok_or_else(|| LowerError::Invalid("Sharding::Mesh needs LowerOptions::mesh".into()))?;
@@ -142,5 +189,38 @@ mod tests {
         let bad = Sharding::Mesh(vec![Some("x".into()), None]);
         assert!(hlo_sharding(&bad, 2, Some(&m)).is_err());
         assert!(hlo_sharding(&bad, 2, None).is_err());
+    }
+
+    #[test]
+    fn logical_axes_resolve_by_rules() {
+        let m = mesh();
+        let rules: Vec<(String, String)> = [("batch", "data"), ("embed", "data"), ("mlp", "model")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let r = |names: &[Option<&str>], dims: &[i64]| {
+            let names: Vec<Option<String>> = names.iter().map(|n| n.map(String::from)).collect();
+            resolve_logical(&names, dims, &rules, &m)
+        };
+        let s = |v: &str| Some(v.to_string());
+        // batch takes `data` first, so the activation's embed stays whole.
+        assert_eq!(
+            r(&[Some("batch"), None, Some("embed")], &[4, 3, 8]),
+            vec![s("data"), None, None]
+        );
+        // A parameter's embed is split over `data` (fsdp) and mlp over `model`.
+        assert_eq!(
+            r(&[Some("embed"), Some("mlp")], &[8, 32]),
+            vec![s("data"), s("model")]
+        );
+        // Not divisible, or no rule: not split.
+        assert_eq!(
+            r(&[Some("embed"), Some("vocab")], &[7, 8]),
+            vec![None, None]
+        );
+        assert_eq!(m.coords(3), vec![1, 1]);
+        assert_eq!(m.coords(2), vec![1, 0]);
+        assert_eq!(m.size("model"), 2);
+        assert_eq!(m.size("stage"), 1);
     }
 }

@@ -183,3 +183,46 @@ fn op_spellings() {
         assert!(t.contains(want), "missing {want}\n{t}");
     }
 }
+
+#[test]
+fn logical_constraints_follow_axis_rules() {
+    let mut g = Graph::new("logical");
+    let x = g.input("x", TensorType::f32([4, 6])).unwrap();
+    let y = g.logical_axes(x, &[Some("batch"), Some("mlp")]).unwrap();
+    let z = g.exp(y).unwrap();
+    g.set_outputs(&[z]).unwrap();
+    // One device: the hint is dropped.
+    let t = lower(&g, &LowerOptions::default()).unwrap();
+    assert!(!t.contains("Sharding"), "{t}");
+    let opts = LowerOptions {
+        mesh: Some(Mesh {
+            axes: vec![("data".into(), 2), ("model".into(), 2)],
+        }),
+        axis_rules: vec![
+            ("batch".into(), "data".into()),
+            ("mlp".into(), "model".into()),
+        ],
+        num_partitions: 4,
+        ..Default::default()
+    };
+    let t = lower(&g, &opts).unwrap();
+    assert!(
+        t.contains("mhlo.sharding = \"{devices=[2,2]0,1,2,3}\""),
+        "{t}"
+    );
+}
+
+#[test]
+fn sharding_errors_name_the_model_line() {
+    let mut g = Graph::new("bad_axis");
+    let x = g.input("x", TensorType::f32([4, 6])).unwrap();
+    let y = g
+        .shard(x, Sharding::Mesh(vec![Some("rows".into()), None]))
+        .unwrap();
+    g.set_outputs(&[y]).unwrap();
+    let e = lower(&g, &one_device()).unwrap_err().to_string();
+    assert!(
+        e.starts_with("sharding at lower/src/tests.rs:") && e.contains("no axis \"rows\""),
+        "{e}"
+    );
+}

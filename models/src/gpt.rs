@@ -6,6 +6,7 @@
 use graph::{DType, DotDims, Graph, NodeId, TensorType};
 use serde::{Deserialize, Serialize};
 
+use crate::param::axis::{Axis, BATCH, EMBED, HEADS, MLP, NONE, VOCAB};
 use crate::param::{Init, Params};
 use crate::{Forward, Mode, Model};
 
@@ -36,7 +37,9 @@ fn yes() -> bool {
 
 pub struct Gpt(pub GptConfig);
 
-/// Parameters of a linear layer `x @ w + b` with GPT-2 init (`std` for the weight).
+/// Parameters of a linear layer `x @ w + b` with GPT-2 init (`std` for the weight); `axes`
+/// are the logical axes of (input, output).
+#[allow(clippy::too_many_arguments)]
 fn linear(
     g: &mut Graph,
     p: &mut Params,
@@ -45,15 +48,23 @@ fn linear(
     d_in: usize,
     d_out: usize,
     std: f64,
+    axes: [Axis; 2],
 ) -> graph::Result<NodeId> {
     let (w, b) = p.scope(name, |p| -> graph::Result<_> {
-        let w = p.declare(
+        let w = p.declare_axes(
             g,
             "w",
             TensorType::f32([d_in as i64, d_out as i64]),
             Init::Normal { std },
+            &axes,
         )?;
-        let b = p.declare(g, "b", TensorType::f32([d_out as i64]), Init::Zeros)?;
+        let b = p.declare_axes(
+            g,
+            "b",
+            TensorType::f32([d_out as i64]),
+            Init::Zeros,
+            &axes[1..],
+        )?;
         Ok((w, b))
     })?;
     let y = g.matmul(x, w)?;
@@ -68,8 +79,8 @@ fn layer_norm(
     d: usize,
 ) -> graph::Result<NodeId> {
     let (gamma, beta) = p.scope(name, |p| -> graph::Result<_> {
-        let gamma = p.declare(g, "g", TensorType::f32([d as i64]), Init::Ones)?;
-        let beta = p.declare(g, "b", TensorType::f32([d as i64]), Init::Zeros)?;
+        let gamma = p.declare_axes(g, "g", TensorType::f32([d as i64]), Init::Ones, &[EMBED])?;
+        let beta = p.declare_axes(g, "b", TensorType::f32([d as i64]), Init::Zeros, &[EMBED])?;
         Ok((gamma, beta))
     })?;
     g.layer_norm(x, gamma, beta, 1e-5)
@@ -106,12 +117,32 @@ impl Gpt {
         let (t, d, h) = (c.seq_len as i64, c.d_model as i64, c.n_heads as i64);
         let hd = d / h;
         let proj_std = 0.02 / (2.0 * c.n_layers as f64).sqrt();
-        let qkv = linear(g, p, "qkv", x, c.d_model, 3 * c.d_model, 0.02)?; // (B, T, 3D)
-        let qkv = g.reshape(qkv, [b, t, 3, h, hd])?;
+        // One (D, 3, H, hd) weight, so tensor parallelism splits it by head (Megatron's
+        // column-parallel layer); its values are those of a (D, 3D) matrix.
+        let (w, bias) = p.scope("qkv", |p| -> graph::Result<_> {
+            let w = p.declare_axes(
+                g,
+                "w",
+                TensorType::f32([d, 3, h, hd]),
+                Init::Normal { std: 0.02 },
+                &[EMBED, NONE, HEADS, NONE],
+            )?;
+            let bias = p.declare_axes(
+                g,
+                "b",
+                TensorType::f32([3, h, hd]),
+                Init::Zeros,
+                &[NONE, HEADS, NONE],
+            )?;
+            Ok((w, bias))
+        })?;
+        let qkv = g.dot_general(x, w, DotDims::contract(&[2], &[0]), None)?; // (B, T, 3, H, hd)
+        let qkv = g.add(qkv, bias)?;
         let heads = |g: &mut Graph, i: i64| -> graph::Result<NodeId> {
             let s = g.slice_dim(qkv, 2, i, i + 1)?;
             let s = g.reshape(s, [b, t, h, hd])?;
-            g.transpose(s, &[0, 2, 1, 3]) // (B, H, T, hd)
+            let s = g.transpose(s, &[0, 2, 1, 3])?; // (B, H, T, hd)
+            g.logical_axes(s, &[BATCH, HEADS, NONE, NONE])
         };
         let (q, k, v) = (heads(g, 0)?, heads(g, 1)?, heads(g, 2)?);
         let batch2 = |lc: usize, rc: usize| DotDims {
@@ -134,15 +165,35 @@ impl Gpt {
         let y = g.dot_general(att, v, batch2(3, 2), None)?; // (B, H, T, hd)
         let y = g.transpose(y, &[0, 2, 1, 3])?; // (B, T, H, hd)
         let y = g.reshape(y, [b, t, d])?;
-        linear(g, p, "proj", y, c.d_model, c.d_model, proj_std)
+        // Row-parallel: each device's heads give a partial sum, all-reduced by XLA.
+        linear(
+            g,
+            p,
+            "proj",
+            y,
+            c.d_model,
+            c.d_model,
+            proj_std,
+            [HEADS, EMBED],
+        )
     }
 
     fn mlp(&self, g: &mut Graph, p: &mut Params, x: NodeId) -> graph::Result<NodeId> {
         let c = &self.0;
         let proj_std = 0.02 / (2.0 * c.n_layers as f64).sqrt();
-        let h = linear(g, p, "fc", x, c.d_model, 4 * c.d_model, 0.02)?; // (B, T, 4D)
+        let h = linear(g, p, "fc", x, c.d_model, 4 * c.d_model, 0.02, [EMBED, MLP])?; // (B, T, 4D)
         let h = g.gelu(h)?;
-        linear(g, p, "proj", h, 4 * c.d_model, c.d_model, proj_std) // (B, T, D)
+        let h = g.logical_axes(h, &[BATCH, NONE, MLP])?;
+        linear(
+            g,
+            p,
+            "proj",
+            h,
+            4 * c.d_model,
+            c.d_model,
+            proj_std,
+            [MLP, EMBED],
+        ) // (B, T, D)
     }
 
     /// Logits `(B, T, V)` of token ids `(B, T)`; `seed` enables dropout.
@@ -156,20 +207,23 @@ impl Gpt {
     ) -> graph::Result<NodeId> {
         let c = &self.0;
         let (t, d, v) = (c.seq_len as i64, c.d_model as i64, c.vocab_size as i64);
-        let wte = p.declare(
+        let wte = p.declare_axes(
             g,
             "wte",
             TensorType::f32([v, d]),
             Init::Normal { std: 0.02 },
+            &[VOCAB, EMBED],
         )?;
-        let wpe = p.declare(
+        let wpe = p.declare_axes(
             g,
             "wpe",
             TensorType::f32([t, d]),
             Init::Normal { std: 0.02 },
+            &[NONE, EMBED],
         )?;
         let tok = g.gather(wte, tokens)?; // (B, T, D)
         let x = g.add(tok, wpe)?;
+        let x = g.logical_axes(x, &[BATCH, NONE, EMBED])?;
         let mut salt = 0u32;
         let mut x = self.dropout(g, x, seed, &mut salt)?;
         for l in 0..c.n_layers {
@@ -184,23 +238,26 @@ impl Gpt {
                     let h = layer_norm(g, p, "ln2", x, c.d_model)?;
                     let m = p.scope("mlp", |p| self.mlp(g, p, h))?;
                     let m = self.dropout(g, m, seed, &mut salt)?;
-                    g.add(x, m)
+                    let x = g.add(x, m)?;
+                    g.logical_axes(x, &[BATCH, NONE, EMBED])
                 })
             })?;
         }
         let x = layer_norm(g, p, "ln_f", x, c.d_model)?;
-        if c.tied_head {
+        let logits = if c.tied_head {
             // x (B, T, D) · wte (V, D) over D
-            g.dot_general(x, wte, DotDims::contract(&[2], &[1]), None)
+            g.dot_general(x, wte, DotDims::contract(&[2], &[1]), None)?
         } else {
-            let w = p.declare(
+            let w = p.declare_axes(
                 g,
                 "lm_head",
                 TensorType::f32([d, v]),
                 Init::Normal { std: 0.02 },
+                &[EMBED, VOCAB],
             )?;
-            g.matmul(x, w)
-        }
+            g.matmul(x, w)?
+        };
+        g.logical_axes(logits, &[BATCH, NONE, VOCAB])
     }
 
     pub fn validate(&self) -> Result<(), String> {

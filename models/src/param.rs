@@ -1,7 +1,7 @@
 //! Parameters: declared by models with a shape and an initializer, filled on the host from a
 //! seed (each parameter's stream depends only on the seed and its name).
 
-use graph::{Graph, NodeId, TensorType};
+use graph::{Graph, Location, NodeId, TensorType};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +50,20 @@ fn normal(rng: &mut impl Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
+/// Logical axis names: what a dim means, not where it lives. Config rules map them to
+/// mesh axes (`embed` -> `data` under fsdp, `heads`/`mlp` -> `model` under tensor parallelism).
+pub mod axis {
+    pub type Axis = Option<&'static str>;
+    pub const BATCH: Axis = Some("batch");
+    pub const EMBED: Axis = Some("embed");
+    pub const HEADS: Axis = Some("heads");
+    pub const MLP: Axis = Some("mlp");
+    pub const VOCAB: Axis = Some("vocab");
+    pub const LAYERS: Axis = Some("layers");
+    /// A dim that is never split.
+    pub const NONE: Axis = None;
+}
+
 /// One declared parameter.
 #[derive(Debug, Clone)]
 pub struct ParamSpec {
@@ -57,6 +71,10 @@ pub struct ParamSpec {
     pub ty: TensorType,
     pub init: Init,
     pub node: NodeId,
+    /// A logical axis name per dim (empty: none declared, so replicated).
+    pub axes: Vec<Option<String>>,
+    /// Where the model declared it.
+    pub loc: Location,
 }
 
 impl ParamSpec {
@@ -96,6 +114,20 @@ impl Params {
         ty: TensorType,
         init: Init,
     ) -> graph::Result<NodeId> {
+        self.declare_axes(g, name, ty, init, &[])
+    }
+
+    /// [`Params::declare`] with a logical axis name per dim (see [`axis`]).
+    #[track_caller]
+    pub fn declare_axes(
+        &mut self,
+        g: &mut Graph,
+        name: &str,
+        ty: TensorType,
+        init: Init,
+        axes: &[axis::Axis],
+    ) -> graph::Result<NodeId> {
+        let loc = Location::caller();
         let mut full = self.prefix.join(".");
         if !full.is_empty() {
             full.push('.');
@@ -106,12 +138,20 @@ impl Params {
                 "parameter `{full}` declared twice"
             )));
         }
+        if !axes.is_empty() && axes.len() != ty.rank() {
+            return Err(graph::GraphError::Invalid(format!(
+                "parameter `{full}` at {loc}: {} logical axes for {ty}",
+                axes.len()
+            )));
+        }
         let node = g.parameter(&full, ty.clone())?;
         self.specs.push(ParamSpec {
             name: full,
             ty,
             init,
             node,
+            axes: axes.iter().map(|a| a.map(String::from)).collect(),
+            loc,
         });
         Ok(node)
     }
@@ -170,5 +210,16 @@ mod tests {
         assert!(p
             .declare(&mut g, "a", TensorType::f32([1]), Init::Zeros)
             .is_err());
+        let e = p
+            .declare_axes(
+                &mut g,
+                "c",
+                TensorType::f32([4, 4]),
+                Init::Zeros,
+                &[axis::EMBED],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`c` at") && e.contains("param.rs"), "{e}");
     }
 }

@@ -17,6 +17,7 @@ pub mod ffi;
 mod plugin;
 mod proto;
 pub mod provision;
+mod sharded;
 
 pub use buffer::Buffer;
 pub use client::{Client, CreateOptions, Device};
@@ -25,3 +26,4 @@ pub use error::{Error, ErrorCode, Result};
 pub use executable::{CompileOptions, Executable, MemoryStats};
 pub use half::{bf16, f16};
 pub use plugin::{NamedValue, Plugin};
+pub use sharded::{ShardLayout, ShardedArray};

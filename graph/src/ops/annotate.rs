@@ -15,6 +15,9 @@ pub enum Sharding {
     Mesh(Vec<Option<String>>),
     /// A raw `mhlo.sharding` string, e.g. `{devices=[2,1]<=[2]}`.
     Raw(String),
+    /// Per tensor dim, a logical axis name (`batch`, `embed`, `heads`, ..); the lowering
+    /// maps names to mesh axes by its axis rules, and drops the constraint without a mesh.
+    Logical(Vec<Option<String>>),
 }
 
 pub(crate) fn infer_identity(ins: &[&TensorType]) -> Result<TensorType, String> {
@@ -25,10 +28,14 @@ pub(crate) fn infer_identity(ins: &[&TensorType]) -> Result<TensorType, String> 
 pub(crate) fn infer_sharding(s: &Sharding, ins: &[&TensorType]) -> Result<TensorType, String> {
     arity(ins, 1)?;
     let x = ins[0];
-    if let Sharding::Mesh(axes) = s {
-        if axes.len() != x.rank() {
+    match s {
+        Sharding::Mesh(axes) if axes.len() != x.rank() => {
             return Err(format!("{} mesh axes for operand {x}", axes.len()));
         }
+        Sharding::Logical(axes) if axes.len() != x.rank() => {
+            return Err(format!("{} logical axes for operand {x}", axes.len()));
+        }
+        _ => {}
     }
     Ok(x.clone())
 }
@@ -44,6 +51,13 @@ impl Graph {
     #[track_caller]
     pub fn shard(&mut self, x: NodeId, sharding: Sharding) -> Result<NodeId> {
         self.push(Op::Sharding(sharding), &[x])
+    }
+
+    /// `x`, annotated with a logical axis name per dim (`None`: any layout).
+    #[track_caller]
+    pub fn logical_axes(&mut self, x: NodeId, axes: &[Option<&str>]) -> Result<NodeId> {
+        let axes = axes.iter().map(|a| a.map(String::from)).collect();
+        self.push(Op::Sharding(Sharding::Logical(axes)), &[x])
     }
 }
 
@@ -73,5 +87,9 @@ mod tests {
             e.starts_with("sharding at") && e.contains("f32[8,4]"),
             "{e}"
         );
+        let e = g.logical_axes(x, &[Some("batch")]).unwrap_err().to_string();
+        assert!(e.contains("1 logical axes"), "{e}");
+        let l = g.logical_axes(x, &[Some("batch"), None]).unwrap();
+        assert_eq!(g.dims(l).unwrap(), &[8, 4]);
     }
 }

@@ -91,6 +91,21 @@ pub(crate) fn lower_pad(
 
 /// A sharding constraint, as XLA spells it: `custom_call @Sharding`.
 pub(crate) fn lower_sharding(e: &mut Emitter, c: &Ctx, s: &Sharding) -> Result<String> {
+    let resolved;
+    let s = match (s, e.opts.mesh.as_ref()) {
+        // A logical layout hint means nothing on one device.
+        (Sharding::Logical(_), None) => return Ok(c.ins[0].clone()),
+        (Sharding::Logical(names), Some(mesh)) => {
+            resolved = Sharding::Mesh(crate::resolve_logical(
+                names,
+                c.out.dims(),
+                &e.opts.axis_rules,
+                mesh,
+            ));
+            &resolved
+        }
+        _ => s,
+    };
     let hs = hlo_sharding(s, c.out.rank(), e.opts.mesh.as_ref())
         .map_err(|err| c.err(err.to_string()))?;
     let outs = [c.out.clone()];

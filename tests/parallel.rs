@@ -1,0 +1,332 @@
+//! Sharded training on 4 virtual CPU devices gives the single-device losses: data
+//! parallelism, data x tensor (Megatron), fsdp; and shards parameters as planned.
+
+use models::gpt::{Gpt, GptConfig};
+use rxla::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
+use rxla::exec::HostArray;
+use rxla::optim::Optimizer;
+use rxla::parallel::{ParallelConfig, Plan};
+use rxla::step::Passes;
+use rxla::train::{build_train_step, compile_program, run_train_step, TrainState};
+
+const B: usize = 8;
+const T: usize = 16;
+const STEPS: usize = 20;
+
+fn gpt() -> Gpt {
+    Gpt(GptConfig {
+        vocab_size: 64,
+        seq_len: T,
+        d_model: 32,
+        n_layers: 2,
+        n_heads: 4,
+        dropout: 0.0,
+        tied_head: true,
+    })
+}
+
+fn optimizer() -> Optimizer {
+    Optimizer {
+        opt: OptimizerConfig {
+            kind: OptimizerKind::Adamw,
+            lr: 1e-2,
+            weight_decay: 0.1,
+            clip_norm: Some(1.0),
+            ..Default::default()
+        },
+        schedule: ScheduleConfig::default(),
+        total_steps: STEPS,
+    }
+}
+
+/// Deterministic token batches (a different one per step).
+fn batch(step: usize) -> Vec<HostArray> {
+    let ids: Vec<i32> = (0..B * (T + 1))
+        .map(|i| ((i * 7 + step * 13 + (i / 5) * 3) % 64) as i32)
+        .collect();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for r in 0..B {
+        let row = &ids[r * (T + 1)..(r + 1) * (T + 1)];
+        x.extend_from_slice(&row[..T]);
+        y.extend_from_slice(&row[1..]);
+    }
+    let dims = vec![B as i64, T as i64];
+    vec![
+        HostArray::I32 {
+            data: x,
+            dims: dims.clone(),
+        },
+        HostArray::I32 { data: y, dims },
+    ]
+}
+
+/// Losses of STEPS steps under `parallel`, and the final state.
+fn train(client: &runtime::Client, parallel: ParallelConfig) -> (Vec<f32>, TrainState) {
+    let passes = Passes {
+        parallel: Plan::from_config(&parallel).unwrap(),
+        ..Default::default()
+    };
+    let (prog, _) = build_train_step(client, &gpt(), &optimizer(), B, &passes).unwrap();
+    let c = compile_program(client, prog).unwrap();
+    assert_eq!(c.exe.devices().len(), c.prog.num_devices());
+    let mut st = TrainState::init(client, &c.prog, 3).unwrap();
+    let losses = (0..STEPS)
+        .map(|s| run_train_step(client, &c, &mut st, &batch(s)).unwrap().0)
+        .collect();
+    (losses, st)
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len());
+    for (s, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= rel * w.abs(),
+            "{what}, step {}: {g} vs single device {w}",
+            s + 1
+        );
+    }
+}
+
+fn bytes_of(st: &TrainState, prog_params: &[String], name: &str) -> usize {
+    let i = prog_params.iter().position(|n| n == name).unwrap();
+    st.params[i].bytes_per_device()
+}
+
+#[test]
+fn sharded_training_matches_one_device() {
+    let client = runtime::provision::cpu_client(4).unwrap();
+    let (one, st1) = train(&client, ParallelConfig::default());
+    assert!(one[STEPS - 1] < one[0] - 0.3, "training learns: {one:?}");
+    let names: Vec<String> = {
+        let passes = Passes::default();
+        let (p, _) = build_train_step(&client, &gpt(), &optimizer(), B, &passes).unwrap();
+        p.params.iter().map(|p| p.name.clone()).collect()
+    };
+    let replicated = st1.param_bytes_per_device();
+
+    let (data4, st) = train(
+        &client,
+        ParallelConfig {
+            data: 4,
+            ..Default::default()
+        },
+    );
+    assert_close("data=4", &data4, &one, 1e-4);
+    assert_eq!(st.param_bytes_per_device(), replicated);
+
+    let (dt, st) = train(
+        &client,
+        ParallelConfig {
+            data: 2,
+            tensor: 2,
+            ..Default::default()
+        },
+    );
+    assert_close("data=2 x tensor=2", &dt, &one, 1e-4);
+    // Heads, MLP hidden and vocabulary are split in two; norms and wpe stay whole.
+    for name in [
+        "h0.attn.qkv.w",
+        "h0.attn.proj.w",
+        "h1.mlp.fc.w",
+        "h1.mlp.fc.b",
+        "h1.mlp.proj.w",
+        "wte",
+    ] {
+        assert_eq!(
+            2 * bytes_of(&st, &names, name),
+            bytes_of(&st1, &names, name),
+            "{name} is halved by tensor=2"
+        );
+    }
+    assert_eq!(
+        bytes_of(&st, &names, "h0.ln1.g"),
+        bytes_of(&st1, &names, "h0.ln1.g")
+    );
+
+    let (fsdp, st) = train(
+        &client,
+        ParallelConfig {
+            data: 4,
+            fsdp: true,
+            ..Default::default()
+        },
+    );
+    assert_close("fsdp over 4", &fsdp, &one, 1e-4);
+    // Every parameter has an embed dim of 32, split in four.
+    assert_eq!(4 * st.param_bytes_per_device(), replicated);
+    assert_eq!(
+        4 * st.state_bytes_per_device(),
+        st1.state_bytes_per_device()
+    );
+    // Sharded state gathers to the same parameters as one device's.
+    for (a, b) in st.params.iter().zip(&st1.params) {
+        let (a, b) = (a.to_host::<f32>().unwrap(), b.to_host::<f32>().unwrap());
+        let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff <= 1e-3 * scale.max(1e-3), "{diff} vs scale {scale}");
+    }
+}
+
+const CLI_GPT: &str = r#"
+seed = 2
+[model]
+kind = "gpt"
+seq_len = 16
+d_model = 32
+n_layers = 2
+n_heads = 4
+dropout = 0.1
+[data]
+dataset = "moby-dick"
+max_eval_windows = 32
+[train]
+batch_size = 8
+steps = 20
+log_every = 1
+eval_every = 10
+checkpoint_every = 10
+peak_flops = 1e12
+[optimizer]
+kind = "adamw"
+lr = 0.01
+weight_decay = 0.1
+clip_norm = 1.0
+"#;
+
+fn rxla(args: &[&str]) -> std::process::Output {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rxla"))
+        .args(args)
+        .output()
+        .expect("run rxla");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn metrics(dir: &std::path::Path, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v[key].as_f64()
+        })
+        .collect()
+}
+
+/// From the CLI: a run saved on 4 devices (data=2 x tensor=2, fsdp) resumes on one device
+/// and continues as the uninterrupted single-device run; `rxla summary` prints the plan.
+#[test]
+fn saved_on_four_devices_resumes_on_one() {
+    let root = std::env::temp_dir().join(format!("rxla-parallel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, CLI_GPT).unwrap();
+    let (a, b) = (root.join("one"), root.join("four"));
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        rxla(&args)
+    };
+    train(&a, &[]);
+    let four = [
+        "--cpu-devices",
+        "4",
+        "--set",
+        "parallel.data=2",
+        "--set",
+        "parallel.tensor=2",
+        "--set",
+        "parallel.fsdp=true",
+    ];
+    let mut args = four.to_vec();
+    args.extend(["--set", "train.steps=10"]);
+    let o = train(&b, &args);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("mesh data=2 x model=2 on 4 devices"), "{log}");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["devices"], 4);
+    train(&b, &["--resume", "--set", "train.steps=20"]);
+
+    let (la, lb) = (metrics(&a, "loss"), metrics(&b, "loss"));
+    assert_eq!((la.len(), lb.len()), (20, 20));
+    for s in 0..20 {
+        // The first 10 steps ran sharded; the last 10 on one device from its checkpoint.
+        let tol = if s < 10 { 1e-4 } else { 1e-5 };
+        assert!(
+            (la[s] - lb[s]).abs() <= tol * la[s].abs(),
+            "step {}: one device {} vs saved on four {}",
+            s + 1,
+            la[s],
+            lb[s]
+        );
+    }
+    let (ea, eb) = (metrics(&a, "eval_loss"), metrics(&b, "eval_loss"));
+    assert_eq!(ea.len(), 2);
+    assert!(
+        (ea[0] - eb[0]).abs() <= 1e-4 * ea[0],
+        "sharded eval {ea:?} vs {eb:?}"
+    );
+
+    let o = rxla(&[
+        "summary",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "parallel.data=4",
+        "--set",
+        "parallel.fsdp=true",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("Sharding plan: mesh data=4 (4 devices)"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("h0.mlp.fc.w")
+            && l.contains("(embed, mlp)")
+            && l.contains("(8, 128)")),
+        "{text}"
+    );
+
+    // Bad plans are clear errors.
+    let bad = root.join("bad");
+    let err = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            bad.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rxla"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!e.contains("panicked"), "{e}");
+        e
+    };
+    let e = err(&["--cpu-devices", "2", "--set", "parallel.data=4"]);
+    assert!(
+        e.contains("needs 4 devices") && e.contains("--cpu-devices 4"),
+        "{e}"
+    );
+    let e = err(&["--set", "parallel.data=3"]);
+    assert!(e.contains("multiple of parallel.data (3)"), "{e}");
+    let e = err(&["--set", "parallel.fsdp=true"]);
+    assert!(e.contains("`parallel.fsdp`"), "{e}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
