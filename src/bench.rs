@@ -134,6 +134,9 @@ pub fn bench(client: &Client, spec: &BenchSpec) -> Result<serde_json::Value> {
         "devices": c.prog.num_devices(),
         "parameter_bytes_per_device": st.param_bytes_per_device(),
     });
+    if let Some(p) = c.prog.pipeline_json() {
+        out["pipeline"] = p;
+    }
     // Token models: the first input is [batch, seq] ids.
     if let Some(t) = types.first() {
         if !t.dtype.is_float() && t.rank() == 2 {

@@ -1,9 +1,10 @@
-//! Parallelism plans: a device mesh with named axes (`data`, `model`) built from the
+//! Parallelism plans: a device mesh with named axes (`stage`, `data`, `model`) built from the
 //! `[parallel]` config, logical axis rules mapping the names models give their dims
 //! (`batch`, `embed`, `heads`, `mlp`, `vocab`) to mesh axes, and the resulting placement of
 //! every argument and output of a step program. XLA's SPMD partitioner does the rest
 //! (gradient all-reduce for data parallelism, parameter all-gathers for fsdp, the
-//! row-parallel all-reduce of tensor parallelism).
+//! row-parallel all-reduce of tensor parallelism, the collective-permutes between pipeline
+//! stages).
 
 use anyhow::{bail, Result};
 use graph::{Sharding, TensorType};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 /// Mesh axis names.
 pub const DATA: &str = "data";
 pub const MODEL: &str = "model";
+pub const STAGE: &str = "stage";
 
 /// The `[parallel]` config section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +31,13 @@ pub struct ParallelConfig {
     /// Tensor-parallel ways (Megatron): heads, MLP hidden and vocabulary split over `model`.
     #[serde(default = "one")]
     pub tensor: usize,
+    /// Pipeline stages (GPipe): the model's blocks split into this many groups of
+    /// consecutive layers over the `stage` mesh axis.
+    #[serde(default = "one")]
+    pub pipeline: usize,
+    /// Microbatches per pipelined step; the bubble is (stages - 1) / (microbatches + stages - 1).
+    #[serde(default = "four")]
+    pub microbatches: usize,
     /// (logical axis, mesh axis) rules replacing the defaults; per dim the first rule that
     /// applies wins (its mesh axis exists, is unused by earlier dims and divides the dim).
     #[serde(default)]
@@ -39,12 +48,18 @@ fn one() -> usize {
     1
 }
 
+fn four() -> usize {
+    4
+}
+
 impl Default for ParallelConfig {
     fn default() -> Self {
         ParallelConfig {
             data: 1,
             fsdp: false,
             tensor: 1,
+            pipeline: 1,
+            microbatches: 4,
             rules: None,
         }
     }
@@ -55,6 +70,8 @@ impl Default for ParallelConfig {
 pub struct Plan {
     pub mesh: Mesh,
     pub rules: Vec<(String, String)>,
+    /// Microbatches of the pipeline schedule (used when the mesh has a `stage` axis).
+    pub microbatches: usize,
 }
 
 fn rule(l: &str, m: &str) -> (String, String) {
@@ -64,7 +81,12 @@ fn rule(l: &str, m: &str) -> (String, String) {
 impl Plan {
     /// The plan a config asks for; `None` for one device.
     pub fn from_config(c: &ParallelConfig) -> Result<Option<Plan>> {
-        for (key, v) in [("data", c.data), ("tensor", c.tensor)] {
+        for (key, v) in [
+            ("data", c.data),
+            ("tensor", c.tensor),
+            ("pipeline", c.pipeline),
+            ("microbatches", c.microbatches),
+        ] {
             if v == 0 {
                 bail!("config key `parallel.{key}` must be at least 1");
             }
@@ -76,7 +98,8 @@ impl Plan {
             );
         }
         let mut axes = Vec::new();
-        for (name, n) in [(DATA, c.data), (MODEL, c.tensor)] {
+        // Stages outermost: each stage is a contiguous block of devices.
+        for (name, n) in [(STAGE, c.pipeline), (DATA, c.data), (MODEL, c.tensor)] {
             if n > 1 {
                 axes.push((name.to_string(), n as i64));
             }
@@ -84,13 +107,13 @@ impl Plan {
         if axes.is_empty() {
             return Ok(None);
         }
-        let rules = match &c.rules {
+        let mut rules = match &c.rules {
             Some(r) => {
                 for (l, m) in r {
-                    if m != DATA && m != MODEL {
+                    if m != DATA && m != MODEL && m != STAGE {
                         bail!(
                             "config key `parallel.rules`: rule {l:?} -> {m:?} names no mesh axis \
-                             (use {DATA:?} or {MODEL:?})"
+                             (use {DATA:?}, {MODEL:?} or {STAGE:?})"
                         );
                     }
                 }
@@ -113,14 +136,37 @@ impl Plan {
                 r
             }
         };
+        // Pipeline stacks always split their stage dim over the stages.
+        if !rules.iter().any(|(l, _)| l == STAGE) {
+            rules.push(rule(STAGE, STAGE));
+        }
         Ok(Some(Plan {
             mesh: Mesh { axes },
             rules,
+            microbatches: c.microbatches,
         }))
     }
 
     pub fn num_devices(&self) -> usize {
         self.mesh.num_devices() as usize
+    }
+
+    /// The pipeline schedule, when the mesh has stages.
+    pub fn pipeline(&self) -> Option<models::Pipeline> {
+        let stages = self.mesh.size(STAGE) as usize;
+        (stages > 1).then_some(models::Pipeline {
+            stages,
+            microbatches: self.microbatches,
+        })
+    }
+
+    /// The devices of pipeline stage `s`.
+    pub fn stage_devices(&self, s: usize) -> Vec<usize> {
+        let k = self.mesh.axes.iter().position(|(a, _)| a == STAGE);
+        (0..self.mesh.num_devices())
+            .filter(|&d| k.is_none_or(|k| self.mesh.coords(d)[k] == s as i64))
+            .map(|d| d as usize)
+            .collect()
     }
 
     /// Mesh axis per dim of values with logical axes `names` and shape `dims`.
@@ -167,7 +213,7 @@ impl Plan {
         }
     }
 
-    /// A one-line description: `data=2 x model=2`.
+    /// A one-line description: `data=2 x model=2`, `stage=2 x data=2`.
     pub fn describe(&self) -> String {
         self.mesh
             .axes
@@ -250,5 +296,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("parallel.rules") && e.contains("rows"), "{e}");
+        let pp = Plan::from_config(&ParallelConfig {
+            data: 2,
+            pipeline: 2,
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(pp.describe(), "stage=2 x data=2");
+        assert_eq!(
+            pp.pipeline(),
+            Some(models::Pipeline {
+                stages: 2,
+                microbatches: 4
+            })
+        );
+        assert_eq!(pp.stage_devices(1), vec![2, 3]);
+        // A stack's stage dim goes to `stage`, the microbatch to `data`.
+        let st = vec![s("stage"), s("batch"), None, s("embed")];
+        assert_eq!(
+            pp.resolve(&st, &[2, 2, 16, 32]),
+            vec![s("stage"), s("data"), None, None]
+        );
+        assert_eq!(p.pipeline(), None);
+        let e = Plan::from_config(&ParallelConfig {
+            pipeline: 2,
+            microbatches: 0,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("parallel.microbatches"), "{e}");
     }
 }

@@ -41,6 +41,8 @@ pub struct StepProgram {
     pub per_example: Vec<String>,
     /// Placement over a device mesh; `None`: one device.
     pub sharding: Option<ProgramSharding>,
+    /// Pipelined programs: the layer scopes each stage runs.
+    pub stages: Vec<Vec<String>>,
 }
 
 impl StepProgram {
@@ -63,6 +65,29 @@ impl StepProgram {
             o.num_partitions = s.plan.num_devices() as u32;
         }
         o
+    }
+
+    /// The pipeline schedule and stage placement (layers and devices of each stage), when
+    /// the program is pipelined.
+    pub fn pipeline_json(&self) -> Option<serde_json::Value> {
+        let plan = &self.sharding.as_ref()?.plan;
+        let pipe = plan.pipeline()?;
+        let placement: Vec<serde_json::Value> = self
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(s, layers)| {
+                serde_json::json!({"stage": s, "devices": plan.stage_devices(s), "layers": layers})
+            })
+            .collect();
+        Some(serde_json::json!({
+            "schedule": "gpipe",
+            "stages": pipe.stages,
+            "microbatches": pipe.microbatches,
+            "iterations": pipe.iterations(),
+            "bubble_fraction": pipe.bubble_fraction(),
+            "placement": placement,
+        }))
     }
 
     /// Devices the program runs on.
@@ -318,15 +343,24 @@ struct MicroMeta {
     data_types: Vec<TensorType>,
     /// For each micro graph argument: what it is.
     feeds: Vec<Feed>,
+    /// The layer scopes each pipeline stage runs.
+    stages: Vec<Vec<String>>,
 }
 
-/// Forward + backward of one microbatch (outputs `[loss, grads..]`).
-fn micro_step(model: &dyn Model, batch: usize) -> Result<(Graph, MicroMeta)> {
+/// Forward + backward of one microbatch (outputs `[loss, grads..]`), its blocks run as
+/// `pipe` when given.
+fn micro_step(
+    model: &dyn Model,
+    batch: usize,
+    pipe: Option<models::Pipeline>,
+) -> Result<(Graph, MicroMeta)> {
     let mut g = Graph::new("micro_step");
     let mut p = Params::new();
-    let fwd = model
-        .forward(&mut g, &mut p, batch, Mode::Train)
-        .context("building the model")?;
+    let fwd = match pipe {
+        Some(pipe) => model.forward_pipelined(&mut g, &mut p, batch, Mode::Train, pipe),
+        None => model.forward(&mut g, &mut p, batch, Mode::Train),
+    }
+    .context("building the model")?;
     let wrt: Vec<NodeId> = p.specs.iter().map(|s| s.node).collect();
     let (mut g, grads) =
         graph::autodiff::grad(&g, fwd.loss, &wrt).context("differentiating the model")?;
@@ -341,6 +375,7 @@ fn micro_step(model: &dyn Model, batch: usize) -> Result<(Graph, MicroMeta)> {
             params: p.specs,
             data_types,
             feeds,
+            stages: fwd.stages,
         },
     ))
 }
@@ -361,6 +396,7 @@ pub fn train_step(
     if !batch.is_multiple_of(k) {
         anyhow::bail!("train.batch_size ({batch}) must be a multiple of train.grad_accum ({k})");
     }
+    let pipe = passes.parallel.as_ref().and_then(|p| p.pipeline());
     if let Some(plan) = &passes.parallel {
         let d = plan.mesh.size(crate::parallel::DATA) as usize;
         if !(batch / k).is_multiple_of(d) {
@@ -369,8 +405,18 @@ pub fn train_step(
                  parallel.data ({d}): each data-parallel device takes an equal share"
             );
         }
+        if let Some(pp) = pipe {
+            let m = pp.microbatches;
+            if !(batch / k).is_multiple_of(m * d) {
+                anyhow::bail!(
+                    "train.batch_size ({batch}) / train.grad_accum ({k}) must be a multiple of \
+                     parallel.microbatches ({m}) x parallel.data ({d}): each pipeline \
+                     microbatch is split over the data-parallel devices"
+                );
+            }
+        }
     }
-    let (mut micro, meta) = micro_step(model, batch / k)?;
+    let (mut micro, meta) = micro_step(model, batch / k, pipe)?;
     let mut report = PassReport {
         grad_accum: k,
         ..Default::default()
@@ -587,11 +633,13 @@ fn assemble(
         aliases,
         per_example: Vec::new(),
         sharding: None,
+        stages: micro.stages.clone(),
     })
 }
 
 /// Builds the evaluation forward: outputs the per-example values; placed on `plan`'s mesh
-/// like the train step's parameters.
+/// like the train step's parameters. A pipeline plan's stages each evaluate the whole
+/// model (no microbatches: the eval batch need not divide).
 pub fn eval_step(model: &dyn Model, batch: usize, plan: Option<&Plan>) -> Result<StepProgram> {
     let mut g = Graph::new("eval_step");
     let mut p = Params::new();
@@ -611,6 +659,7 @@ pub fn eval_step(model: &dyn Model, batch: usize, plan: Option<&Plan>) -> Result
         aliases: Vec::new(),
         per_example: fwd.per_example.into_iter().map(|(n, _)| n).collect(),
         sharding: None,
+        stages: Vec::new(),
     };
     if let Some(plan) = plan {
         prog.shard(plan)?;

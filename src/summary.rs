@@ -70,14 +70,18 @@ fn sharding_plan(prog: &StepProgram, sh: &crate::parallel::ProgramSharding) -> s
             })
         })
         .collect();
-    json!({
+    let mut out = json!({
         "mesh": sh.plan.describe(),
         "devices": sh.plan.num_devices(),
         "rules": sh.plan.rules,
         "parameters": params,
         "parameter_bytes_per_device": total,
         "optimizer_state_bytes_per_device": total * prog.slots.len(),
-    })
+    });
+    if let Some(p) = prog.pipeline_json() {
+        out["pipeline"] = p;
+    }
+    out
 }
 
 fn axes_text(v: &serde_json::Value) -> String {
@@ -99,6 +103,34 @@ fn human(bytes: f64) -> String {
         u += 1;
     }
     format!("{v:.1} {}", units[u])
+}
+
+/// The pipeline schedule and where each stage's layers run.
+pub fn pipeline_text(p: &serde_json::Value) -> String {
+    let mut out = format!(
+        "Pipeline: GPipe, {} stages x {} microbatches, {} iterations, bubble (S-1)/(M+S-1) = {:.3}\n",
+        p["stages"],
+        p["microbatches"],
+        p["iterations"],
+        p["bubble_fraction"].as_f64().unwrap_or(0.0)
+    );
+    for s in p["placement"].as_array().into_iter().flatten() {
+        let list = |v: &serde_json::Value| -> String {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), String::from))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!(
+            "  stage {} on devices [{}]: layers {}\n",
+            s["stage"],
+            list(&s["devices"]),
+            list(&s["layers"])
+        ));
+    }
+    out
 }
 
 /// The summary as a table.
@@ -164,6 +196,9 @@ pub fn render(s: &serde_json::Value) -> String {
             ));
         }
         out.push_str(&rule);
+        if let Some(p) = sh.get("pipeline") {
+            out.push_str(&pipeline_text(p));
+        }
         out.push_str(&format!(
             "Per device: parameters {}, optimizer state {}\n",
             human(sh["parameter_bytes_per_device"].as_f64().unwrap_or(0.0)),

@@ -476,6 +476,12 @@ pub fn train(
             state_bytes >> 10
         ));
     }
+    if let Some(p) = train_c.prog.pipeline_json() {
+        progress.println(&format!(
+            "rxla: {}",
+            crate::summary::pipeline_text(&p).trim_end()
+        ));
+    }
     let metrics_path = spec.out.join("metrics.jsonl");
     if resumed.is_some() {
         truncate_metrics(&metrics_path, st.step)?;
@@ -586,6 +592,9 @@ pub fn train(
         "parameter_bytes_per_device": param_bytes,
         "optimizer_state_bytes_per_device": state_bytes,
     });
+    if let Some(p) = train_c.prog.pipeline_json() {
+        summary["pipeline"] = p;
+    }
     if let Some(tok) = tokens_per_step {
         summary["tokens_per_s"] = json!((trained * tok) as f64 / train_time.max(1e-9));
     }

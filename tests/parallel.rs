@@ -1,5 +1,6 @@
 //! Sharded training on 4 virtual CPU devices gives the single-device losses: data
-//! parallelism, data x tensor (Megatron), fsdp; and shards parameters as planned.
+//! parallelism, data x tensor (Megatron), fsdp, pipeline x data (GPipe); and shards
+//! parameters as planned.
 
 use models::gpt::{Gpt, GptConfig};
 use rxla::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
@@ -60,8 +61,9 @@ fn batch(step: usize) -> Vec<HostArray> {
     ]
 }
 
-/// Losses of STEPS steps under `parallel`, and the final state.
-fn train(client: &runtime::Client, parallel: ParallelConfig) -> (Vec<f32>, TrainState) {
+/// Losses of STEPS steps under `parallel`, the final state and the compiled program's
+/// optimized HLO (proto bytes).
+fn train(client: &runtime::Client, parallel: ParallelConfig) -> (Vec<f32>, TrainState, Vec<u8>) {
     let passes = Passes {
         parallel: Plan::from_config(&parallel).unwrap(),
         ..Default::default()
@@ -73,7 +75,7 @@ fn train(client: &runtime::Client, parallel: ParallelConfig) -> (Vec<f32>, Train
     let losses = (0..STEPS)
         .map(|s| run_train_step(client, &c, &mut st, &batch(s)).unwrap().0)
         .collect();
-    (losses, st)
+    (losses, st, c.exe.optimized_program().unwrap())
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
@@ -95,7 +97,7 @@ fn bytes_of(st: &TrainState, prog_params: &[String], name: &str) -> usize {
 #[test]
 fn sharded_training_matches_one_device() {
     let client = runtime::provision::cpu_client(4).unwrap();
-    let (one, st1) = train(&client, ParallelConfig::default());
+    let (one, st1, _) = train(&client, ParallelConfig::default());
     assert!(one[STEPS - 1] < one[0] - 0.3, "training learns: {one:?}");
     let names: Vec<String> = {
         let passes = Passes::default();
@@ -104,7 +106,7 @@ fn sharded_training_matches_one_device() {
     };
     let replicated = st1.param_bytes_per_device();
 
-    let (data4, st) = train(
+    let (data4, st, _) = train(
         &client,
         ParallelConfig {
             data: 4,
@@ -114,7 +116,7 @@ fn sharded_training_matches_one_device() {
     assert_close("data=4", &data4, &one, 1e-4);
     assert_eq!(st.param_bytes_per_device(), replicated);
 
-    let (dt, st) = train(
+    let (dt, st, _) = train(
         &client,
         ParallelConfig {
             data: 2,
@@ -143,7 +145,7 @@ fn sharded_training_matches_one_device() {
         bytes_of(&st1, &names, "h0.ln1.g")
     );
 
-    let (fsdp, st) = train(
+    let (fsdp, st, _) = train(
         &client,
         ParallelConfig {
             data: 4,
@@ -168,6 +170,25 @@ fn sharded_training_matches_one_device() {
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(diff <= 1e-3 * scale.max(1e-3), "{diff} vs scale {scale}");
     }
+
+    let (pp, st, hlo) = train(
+        &client,
+        ParallelConfig {
+            pipeline: 2,
+            data: 2,
+            ..Default::default()
+        },
+    );
+    assert_close("pipeline=2 x data=2", &pp, &one, 1e-4);
+    // Stages hand their states on by collective-permute (XLA's SPMD partitioner turns the
+    // rotation along the stage-split dim into one).
+    let permutes = hlo
+        .windows(b"collective-permute".len())
+        .filter(|w| *w == b"collective-permute")
+        .count();
+    assert!(permutes > 0, "no collective-permute in the pipelined step");
+    // Per-layer parameters are the checkpoint format, whole on every device.
+    assert_eq!(st.param_bytes_per_device(), replicated);
 }
 
 const CLI_GPT: &str = r#"

@@ -32,6 +32,28 @@ pub struct Forward {
     pub per_example: Vec<(String, NodeId)>,
     /// A u32 scalar input seeding in-graph randomness (dropout), fed per step by the trainer.
     pub rng_seed: Option<NodeId>,
+    /// Pipelined forwards: the layer scopes (parameter name prefixes) each stage runs.
+    pub stages: Vec<Vec<String>>,
+}
+
+/// A GPipe schedule: a model's repeated blocks split into `stages` groups of consecutive
+/// layers, each batch into `microbatches`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pipeline {
+    pub stages: usize,
+    pub microbatches: usize,
+}
+
+impl Pipeline {
+    /// Iterations of the schedule: the last microbatch leaves the last stage at M + S - 1.
+    pub fn iterations(&self) -> usize {
+        self.microbatches + self.stages - 1
+    }
+
+    /// The share of stage-iterations spent idle: (S - 1) / (M + S - 1).
+    pub fn bubble_fraction(&self) -> f64 {
+        (self.stages - 1) as f64 / self.iterations() as f64
+    }
 }
 
 /// A model the trainer can drive.
@@ -44,6 +66,21 @@ pub trait Model {
         batch: usize,
         mode: Mode,
     ) -> graph::Result<Forward>;
+
+    /// [`Model::forward`] with the repeated blocks run as a pipeline `pipe`; the parameters
+    /// (names, shapes, initial values) are those of `forward`.
+    fn forward_pipelined(
+        &self,
+        _g: &mut Graph,
+        _p: &mut Params,
+        _batch: usize,
+        _mode: Mode,
+        _pipe: Pipeline,
+    ) -> graph::Result<Forward> {
+        Err(graph::GraphError::Invalid(
+            "this model has no pipeline form: only `gpt` supports `parallel.pipeline`".into(),
+        ))
+    }
 }
 
 /// Mean cross-entropy plus per-example loss and correctness, for classifiers.

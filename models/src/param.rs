@@ -60,6 +60,8 @@ pub mod axis {
     pub const MLP: Axis = Some("mlp");
     pub const VOCAB: Axis = Some("vocab");
     pub const LAYERS: Axis = Some("layers");
+    /// The leading dim of per-stage stacks in a pipeline.
+    pub const STAGE: Axis = Some("stage");
     /// A dim that is never split.
     pub const NONE: Axis = None;
 }
