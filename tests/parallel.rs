@@ -351,3 +351,106 @@ fn saved_on_four_devices_resumes_on_one() {
     assert!(e.contains("`parallel.fsdp`"), "{e}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// From the CLI: gpt with pipeline=2 x data=2 gives the single-device losses, its checkpoint
+/// (per-layer tensors) resumes on one device, and `rxla summary` shows the stage placement.
+#[test]
+fn pipeline_from_the_cli_resumes_on_one_device() {
+    let root = std::env::temp_dir().join(format!("rxla-pipeline-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, CLI_GPT).unwrap();
+    let (a, b) = (root.join("one"), root.join("pipe"));
+    // Dropout off: the pipeline draws its masks per stage-vectorized block.
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            "model.dropout=0.0",
+        ];
+        args.extend_from_slice(extra);
+        rxla(&args)
+    };
+    train(&a, &[]);
+    let o = train(
+        &b,
+        &[
+            "--cpu-devices",
+            "4",
+            "--set",
+            "parallel.pipeline=2",
+            "--set",
+            "parallel.data=2",
+            "--set",
+            "train.steps=10",
+        ],
+    );
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("mesh stage=2 x data=2 on 4 devices"), "{log}");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["pipeline"]["bubble_fraction"], 0.2);
+    train(&b, &["--resume", "--set", "train.steps=20"]);
+    let (la, lb) = (metrics(&a, "loss"), metrics(&b, "loss"));
+    assert_eq!((la.len(), lb.len()), (20, 20));
+    for s in 0..20 {
+        // The first 10 steps ran pipelined; the last 10 on one device from its checkpoint.
+        let tol = if s < 10 { 1e-4 } else { 1e-5 };
+        assert!(
+            (la[s] - lb[s]).abs() <= tol * la[s].abs(),
+            "step {}: one device {} vs pipelined {}",
+            s + 1,
+            la[s],
+            lb[s]
+        );
+    }
+
+    let summary = |extra: &[&str]| {
+        let mut args = vec!["summary", "--config", cfg.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        String::from_utf8_lossy(&rxla(&args).stdout).into_owned()
+    };
+    let text = summary(&[
+        "--set",
+        "parallel.pipeline=2",
+        "--set",
+        "parallel.data=2",
+        "--set",
+        "parallel.microbatches=2",
+    ]);
+    assert!(
+        text.contains("Pipeline: GPipe, 2 stages x 2 microbatches, 3 iterations, bubble (S-1)/(M+S-1) = 0.333"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stage 1 on devices [2, 3]: layers h1"),
+        "{text}"
+    );
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rxla"))
+        .args([
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            root.join("bad").to_str().unwrap(),
+            "--set",
+            "parallel.pipeline=2",
+            "--set",
+            "parallel.microbatches=3",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("multiple of parallel.microbatches (3)") && !e.contains("panicked"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
