@@ -101,6 +101,8 @@ pub struct TrainState {
     pub step: usize,
     /// The run's seed (dropout seeds derive from it and the step).
     pub seed: u64,
+    /// Multiplier of the scheduled learning rate (Keras-style LR callbacks set it).
+    pub lr_scale: f32,
 }
 
 /// The dropout seed of a step: a function of (seed, step) only, so resuming is exact.
@@ -127,12 +129,13 @@ impl TrainState {
             state,
             step: 0,
             seed,
+            lr_scale: 1.0,
         })
     }
 }
 
 /// The data must have the shapes and dtypes the model declared.
-fn check_data(prog: &StepProgram, batch: &[HostArray], what: &str) -> Result<()> {
+pub fn check_data(prog: &StepProgram, batch: &[HostArray], what: &str) -> Result<()> {
     if batch.len() != prog.data_types.len() {
         bail!(
             "the {what} data has {} input(s) per batch but the model takes {}",
@@ -206,18 +209,26 @@ impl TrainState {
             state: opt.iter().map(up).collect::<Result<_, _>>()?,
             step: c.state.step,
             seed: c.state.seed,
+            lr_scale: 1.0,
         })
     }
 }
 
+/// The per-step scalars a program may take (`None` where it takes none).
+#[derive(Default, Clone, Copy)]
+pub struct StepScalars<'a> {
+    pub step: Option<&'a Buffer>,
+    pub rng: Option<&'a Buffer>,
+    pub lr_scale: Option<&'a Buffer>,
+}
+
 /// Builds the argument list of a program from its feeds.
-fn arguments<'a>(
+pub fn arguments<'a>(
     prog: &StepProgram,
     params: &'a [Buffer],
     state: &'a [Buffer],
-    step: Option<&'a Buffer>,
-    rng: Option<&'a Buffer>,
-    data: &'a [Buffer],
+    scalars: StepScalars<'a>,
+    data: &[&'a Buffer],
 ) -> Result<Vec<&'a Buffer>> {
     let slots = prog.slots.len();
     prog.feeds
@@ -226,11 +237,14 @@ fn arguments<'a>(
             Ok(match *f {
                 Feed::Param(i) => &params[i],
                 Feed::State(i, k) => &state[i * slots + k],
-                Feed::Step => step.context("program needs a step counter")?,
-                Feed::Data(i) => data
+                Feed::Step => scalars.step.context("program needs a step counter")?,
+                Feed::Data(i) => *data
                     .get(i)
                     .with_context(|| format!("missing data input {i}"))?,
-                Feed::Rng => rng.context("program needs a random seed")?,
+                Feed::Rng => scalars.rng.context("program needs a random seed")?,
+                Feed::LrScale => scalars
+                    .lr_scale
+                    .context("program needs a learning-rate scale")?,
             })
         })
         .collect()
@@ -247,16 +261,26 @@ pub fn run_train_step(
         .iter()
         .map(|a| a.to_device(client, 0))
         .collect::<Result<_>>()?;
+    let data: Vec<&Buffer> = data.iter().collect();
+    run_train_step_on(client, c, st, &data)
+}
+
+/// One optimizer step on data already on device (e.g. another model's parameters).
+pub fn run_train_step_on(
+    client: &Client,
+    c: &Compiled,
+    st: &mut TrainState,
+    data: &[&Buffer],
+) -> Result<(f32, f32, f32)> {
     let step_buf = client.buffer_from_host(&[st.step as f32], &[], 0)?;
     let rng_buf = client.buffer_from_host(&[step_seed(st.seed, st.step)], &[], 0)?;
-    let args = arguments(
-        &c.prog,
-        &st.params,
-        &st.state,
-        Some(&step_buf),
-        Some(&rng_buf),
-        &data,
-    )?;
+    let lr_buf = client.buffer_from_host(&[st.lr_scale], &[], 0)?;
+    let scalars = StepScalars {
+        step: Some(&step_buf),
+        rng: Some(&rng_buf),
+        lr_scale: Some(&lr_buf),
+    };
+    let args = arguments(&c.prog, &st.params, &st.state, scalars, data)?;
     let mut out = c.exe.execute1(&args)?;
     let n = st.params.len();
     let state = out.split_off(TRAIN_SCALARS + n);
@@ -285,7 +309,8 @@ pub fn evaluate(
             .iter()
             .map(|a| a.to_device(client, 0))
             .collect::<Result<_>>()?;
-        let args = arguments(&c.prog, params, &[], None, None, &data)?;
+        let data: Vec<&Buffer> = data.iter().collect();
+        let args = arguments(&c.prog, params, &[], StepScalars::default(), &data)?;
         let out = c.exe.execute1(&args)?;
         for (s, b) in sums.iter_mut().zip(&out) {
             let v = b.to_host::<f32>()?;

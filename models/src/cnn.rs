@@ -74,6 +74,7 @@ impl Model for Cnn {
             loss,
             per_example,
             rng_seed: None,
+            updates: Vec::new(),
         })
     }
 }

@@ -256,6 +256,7 @@ impl Model for Gpt {
             loss,
             per_example: vec![("loss".into(), per_window)],
             rng_seed: seed,
+            updates: Vec::new(),
         })
     }
 }

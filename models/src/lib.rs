@@ -32,6 +32,9 @@ pub struct Forward {
     pub per_example: Vec<(String, NodeId)>,
     /// A u32 scalar input seeding in-graph randomness (dropout), fed per step by the trainer.
     pub rng_seed: Option<NodeId>,
+    /// New values of non-trainable parameters (batch-norm moving statistics): after a train
+    /// step, parameter `.0` becomes `.1` instead of taking an optimizer update.
+    pub updates: Vec<(NodeId, NodeId)>,
 }
 
 /// A model the trainer can drive.

@@ -56,6 +56,7 @@ impl Model for Mlp {
             loss,
             per_example,
             rng_seed: None,
+            updates: Vec::new(),
         })
     }
 }
