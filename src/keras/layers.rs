@@ -89,7 +89,7 @@ impl<'a> Ctx<'a> {
     pub fn weight(&mut self, name: &str, ty: TensorType, init: Init) -> graph::Result<NodeId> {
         let full = self.full_name(name);
         if self.frozen {
-            let n = self.g.input(&full, ty)?;
+            let n = self.g.input(&format!("frozen.{full}"), ty)?;
             self.frozen_weights.push((full, n));
             return Ok(n);
         }
@@ -504,6 +504,7 @@ impl Layer for Embedding {
 pub struct BatchNormalization {
     pub momentum: f64,
     pub epsilon: f64,
+    pub input_shape: Option<Vec<i64>>,
 }
 
 impl BatchNormalization {
@@ -511,7 +512,12 @@ impl BatchNormalization {
         BatchNormalization {
             momentum: 0.99,
             epsilon: 1e-3,
+            input_shape: None,
         }
+    }
+    pub fn input_shape<const N: usize>(mut self, s: [i64; N]) -> Self {
+        self.input_shape = Some(s.to_vec());
+        self
     }
 }
 
@@ -527,6 +533,9 @@ impl Layer for BatchNormalization {
     }
     fn base_name(&self) -> &'static str {
         "batch_normalization"
+    }
+    fn input_shape(&self) -> Option<Vec<i64>> {
+        self.input_shape.clone()
     }
     fn call(&self, cx: &mut Ctx, x: NodeId) -> graph::Result<NodeId> {
         let d = cx.g.dims(x)?.to_vec();
