@@ -187,19 +187,12 @@ struct Gan {
     step: usize,
 }
 
-/// The frozen inputs of `c` (after its first `skip` data inputs) must be `other`'s weights.
+/// The frozen data inputs of `c` (after its first `skip`) must be `other`'s weights, in order.
 fn check_frozen(c: &Compiled, skip: usize, other: &Compiled) -> Result<()> {
-    let names: Vec<String> = c
-        .prog
-        .graph
-        .inputs()
-        .iter()
-        .filter_map(|&n| c.prog.graph.node(n).ok()?.name.clone())
-        .filter_map(|n| n.strip_prefix("frozen.").map(String::from))
-        .collect();
-    let want: Vec<String> = other.prog.params.iter().map(|p| p.name.clone()).collect();
-    if names != want || c.prog.data_types.len() != skip + want.len() {
-        bail!("frozen weights {names:?} do not line up with {want:?}");
+    let got: Vec<&[i64]> = c.prog.data_types[skip..].iter().map(|t| t.dims()).collect();
+    let want: Vec<&[i64]> = other.prog.params.iter().map(|p| p.ty.dims()).collect();
+    if got != want {
+        bail!("frozen weights {got:?} do not line up with the other model's {want:?}");
     }
     Ok(())
 }

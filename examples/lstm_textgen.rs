@@ -97,7 +97,7 @@ fn main() -> Result<()> {
         .skip(1)
         .map(|a| a.parse().context("arguments: EPOCHS [STEPS_PER_EPOCH]"))
         .collect::<Result<_>>()?;
-    let epochs = args.first().copied().unwrap_or(3);
+    let epochs = args.first().copied().unwrap_or(5);
     let steps = args.get(1).copied();
     let text = load_corpus("moby-dick")?;
     let (train_text, val_text) = split_text(&text, 0.1)?;
