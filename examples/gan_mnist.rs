@@ -19,7 +19,7 @@ use rxla::step::{train_step, Passes};
 use rxla::train::{compile_program, run_train_step_on, Compiled, TrainState};
 
 const NOISE: i64 = 100;
-const SAMPLE_EVERY: usize = 200;
+const SAMPLE_EVERY: usize = 100;
 
 /// Standard normal noise on the host (Box-Muller; no extra crate).
 mod rand_distr_free {
@@ -236,7 +236,7 @@ impl TrainStep for Gan {
         let data: Vec<_> = ds.params.iter().collect();
         let (g_loss, _, _) = run_train_step_on(&client, gc, gs, &data)?;
         self.step += 1;
-        if self.step % SAMPLE_EVERY == 0 {
+        if self.step.is_multiple_of(SAMPLE_EVERY) {
             self.sample_grid(&self.out.join(format!("samples-{:05}.png", self.step)))?;
         }
         let mut logs = Logs::default();
@@ -294,8 +294,8 @@ fn main() -> Result<()> {
         .skip(1)
         .map(|a| a.parse().context("arguments: STEPS [BATCH]"))
         .collect::<Result<_>>()?;
-    let steps = args.first().copied().unwrap_or(1500);
-    let batch = args.get(1).copied().unwrap_or(64);
+    let steps = args.first().copied().unwrap_or(500);
+    let batch = args.get(1).copied().unwrap_or(32);
     let out = PathBuf::from("runs/gan_mnist");
     std::fs::create_dir_all(&out)?;
     let mnist = Dataset::mnist("train")?;
@@ -365,6 +365,7 @@ fn main() -> Result<()> {
         FitOptions {
             epochs: 1,
             batch_size: 64,
+            steps_per_epoch: Some(600),
             ..Default::default()
         },
     )?;

@@ -374,8 +374,12 @@ fn assemble(
         .data_types
         .iter()
         .map(|t| {
+            // Only split inputs change shape; with one microbatch, inputs that are not
+            // per-example (another model's weights) pass as they are.
             let mut d = t.dims().to_vec();
-            d[0] = batch as i64;
+            if k > 1 {
+                d[0] = batch as i64;
+            }
             TensorType::new(t.dtype, d)
         })
         .collect();
