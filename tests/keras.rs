@@ -355,3 +355,91 @@ fn batch_norm_tracks_moving_statistics() {
     let logs = m.evaluate(&train, 64).unwrap();
     assert!(logs.get("loss").unwrap().is_finite());
 }
+
+/// Student trained to match a frozen teacher whose weights enter the step as data (the GAN's
+/// mechanism): the teacher's buffers stay as they are, the student's loss falls.
+struct Distill<'a> {
+    teacher: &'a Sequential,
+    student: &'a Sequential,
+}
+
+impl models::Model for Distill<'_> {
+    fn forward(
+        &self,
+        g: &mut Graph,
+        p: &mut Params,
+        batch: usize,
+        mode: Mode,
+    ) -> graph::Result<models::Forward> {
+        let mut cx = Ctx::new(g, p, mode);
+        let x = self.student.input(cx.g, batch)?;
+        let s = self.student.call(&mut cx, x)?.y;
+        cx.frozen = true;
+        let t = self.teacher.call(&mut cx, x)?.y;
+        let mut inputs = vec![x];
+        inputs.extend(cx.frozen_weights.drain(..).map(|(_, n)| n));
+        let t = Output {
+            pre: t,
+            act: Linear,
+            y: t,
+        };
+        let per = Loss::MeanSquaredError.per_example(
+            g,
+            Output {
+                pre: s,
+                act: Linear,
+                y: s,
+            },
+            t.y,
+        )?;
+        Ok(models::Forward {
+            inputs,
+            loss: g.mean_all(per)?,
+            per_example: vec![("loss".into(), per)],
+            rng_seed: None,
+            updates: vec![],
+        })
+    }
+}
+
+#[test]
+fn a_frozen_model_feeds_another_models_step() {
+    let client = client().unwrap();
+    let mk = || Sequential::new().add(Dense::new(3).activation(Tanh).input_shape([4]));
+    let mut teacher = mk().seed(1);
+    let student = mk().seed(2);
+    let before = teacher.get_weights().unwrap();
+    let opt: rxla::optim::Optimizer = Adam::new(0.05).into();
+    let prog = rxla::step::train_step(
+        &Distill {
+            teacher: &teacher,
+            student: &student,
+        },
+        &opt,
+        32,
+        &rxla::step::Passes::default(),
+        None,
+    )
+    .unwrap()
+    .0;
+    // x, then the teacher's kernel and bias as they are (not batch-shaped).
+    let dims: Vec<Vec<i64>> = prog.data_types.iter().map(|t| t.dims().to_vec()).collect();
+    assert_eq!(dims, vec![vec![32, 4], vec![4, 3], vec![3]]);
+    let c = rxla::train::compile_program(&client, prog).unwrap();
+    let mut st = rxla::train::TrainState::init(&client, &c.prog, 2).unwrap();
+    let x = toy(32, 12).x.to_device(&client, 0).unwrap();
+    let tw = &teacher.state.as_ref().unwrap().params;
+    let mut data = vec![&x];
+    data.extend(tw.iter());
+    let first = rxla::train::run_train_step_on(&client, &c, &mut st, &data)
+        .unwrap()
+        .0;
+    let mut last = first;
+    for _ in 0..50 {
+        last = rxla::train::run_train_step_on(&client, &c, &mut st, &data)
+            .unwrap()
+            .0;
+    }
+    assert!(last < 0.2 * first, "{first} -> {last}");
+    assert_eq!(teacher.get_weights().unwrap(), before);
+}
