@@ -20,6 +20,8 @@ use rxla::train::{compile_program, run_train_step_on, Compiled, TrainState};
 
 const NOISE: i64 = 100;
 const SAMPLE_EVERY: usize = 100;
+/// Label noise of the discriminator's targets (real 1 - 0.05 u, fake 0.05 u).
+const LABEL_NOISE: f64 = 0.05;
 
 /// Standard normal noise on the host (Box-Muller; no extra crate).
 mod rand_distr_free {
@@ -63,9 +65,22 @@ fn discriminator() -> Sequential {
         .add(Dense::new(1).activation(Sigmoid))
 }
 
-/// Mean binary cross-entropy of the discriminator's output against a constant label.
-fn bce(g: &mut Graph, out: Output, label: f64) -> graph::Result<(NodeId, NodeId)> {
-    let t = g.full(label, g.ty(out.y)?.clone())?;
+/// Mean binary cross-entropy of the discriminator's output against a label, plus
+/// `noise * U[0, 1)` per example when `noise > 0` (the Keras GAN example's "add random noise
+/// to the labels" trick, which keeps the discriminator from overpowering the generator).
+fn bce(
+    g: &mut Graph,
+    out: Output,
+    label: f64,
+    noise: Option<(NodeId, u32, f64)>,
+) -> graph::Result<(NodeId, NodeId)> {
+    let ty = g.ty(out.y)?.clone();
+    let mut t = g.full(label, ty.clone())?;
+    if let Some((seed, salt, k)) = noise {
+        let u = g.rng_uniform(seed, salt, ty.shape.clone(), ty.dtype)?;
+        let u = g.mul_scalar(u, k)?;
+        t = g.add(t, u)?;
+    }
     let per = Loss::BinaryCrossentropy.per_example(g, out, t)?;
     Ok((g.mean_all(per)?, per))
 }
@@ -106,6 +121,7 @@ impl Model for DStep<'_> {
         let both = cx.g.concatenate(&[real, fake], 0)?;
         let out = self.disc.call(&mut cx, both)?;
         let rng_seed = cx.rng;
+        let seed = rng_seed.expect("the fakes' noise seed");
         let pre_r = g.slice_dim(out.pre, 0, 0, batch as i64)?;
         let pre_f = g.slice_dim(out.pre, 0, batch as i64, 2 * batch as i64)?;
         let y_r = g.slice_dim(out.y, 0, 0, batch as i64)?;
@@ -118,6 +134,7 @@ impl Model for DStep<'_> {
                 y: y_r,
             },
             1.0,
+            Some((seed, 0x1ab, -LABEL_NOISE)),
         )?;
         let (lf, per_f) = bce(
             g,
@@ -127,6 +144,7 @@ impl Model for DStep<'_> {
                 y: y_f,
             },
             0.0,
+            Some((seed, 0x1ac, LABEL_NOISE)),
         )?;
         let loss = g.add(lr, lf)?;
         let per = g.add(per_r, per_f)?;
@@ -165,7 +183,7 @@ impl Model for GStep<'_> {
         let out = self.disc.call(&mut cx, fake)?;
         let disc_w: Vec<NodeId> = cx.frozen_weights.drain(..).map(|(_, n)| n).collect();
         let rng_seed = cx.rng;
-        let (loss, per) = bce(g, out, 1.0)?;
+        let (loss, per) = bce(g, out, 1.0, None)?;
         Ok(Forward {
             inputs: disc_w,
             loss,

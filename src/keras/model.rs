@@ -40,7 +40,7 @@ pub fn client() -> Result<Rc<Client>> {
 
 /// What `compile` fixed.
 #[derive(Debug, Clone)]
-struct Compiled_ {
+struct CompileSpec {
     optimizer: Optimizer,
     loss: Loss,
     metrics: Vec<Metric>,
@@ -57,7 +57,7 @@ enum Program {
 pub struct Sequential {
     pub name: String,
     layers: Vec<(String, Box<dyn Layer>)>,
-    compiled: Option<Compiled_>,
+    compiled: Option<CompileSpec>,
     programs: HashMap<(Program, usize), Compiled>,
     /// Weights (and optimizer state) on device, once built, fitted or loaded.
     pub state: Option<TrainState>,
@@ -155,7 +155,7 @@ impl Sequential {
 
     /// Fixes the optimizer, loss and metrics (`model.compile(Adam::new(1e-3), Loss::.., &[..])`).
     pub fn compile(&mut self, optimizer: impl Into<Optimizer>, loss: Loss, metrics: &[Metric]) {
-        self.compiled = Some(Compiled_ {
+        self.compiled = Some(CompileSpec {
             optimizer: optimizer.into(),
             loss,
             metrics: metrics.to_vec(),
@@ -163,7 +163,7 @@ impl Sequential {
         self.programs.retain(|(p, _), _| *p == Program::Predict);
     }
 
-    fn config(&self) -> Result<&Compiled_> {
+    fn config(&self) -> Result<&CompileSpec> {
         self.compiled
             .as_ref()
             .context("the model is not compiled: call model.compile(optimizer, loss, metrics)")
@@ -241,22 +241,26 @@ impl Sequential {
     /// Weights on device, initialized from the seed on first use; optimizer slots are added
     /// (zero) when the train program needs them.
     fn ensure_state(&mut self, kind: Program, batch: usize) -> Result<()> {
-        let client = client()?;
         let seed = self.seed;
-        let c = self.program(kind, batch)?;
+        self.program(kind, batch)?;
+        let c = &self.programs[&(kind, batch)];
         let slots = c.prog.slots.len();
         let np = c.prog.params.len();
+        let ready = match &self.state {
+            None => false,
+            Some(st) if st.params.len() != np => {
+                bail!("the model's weights do not match its layers")
+            }
+            Some(st) => kind != Program::Train || st.state.len() == np * slots,
+        };
+        if ready {
+            return Ok(());
+        }
+        let client = client()?;
         let fresh = TrainState::init(&client, &c.prog, seed)?;
         match &mut self.state {
+            Some(st) => st.state = fresh.state,
             None => self.state = Some(fresh),
-            Some(st) => {
-                if st.params.len() != np {
-                    bail!("the model's weights do not match its layers");
-                }
-                if kind == Program::Train && st.state.len() != np * slots {
-                    st.state = fresh.state;
-                }
-            }
         }
         Ok(())
     }
