@@ -95,6 +95,17 @@ fn from_safetensors(bytes: &[u8], what: &Path) -> Result<Vec<NamedTensor>> {
     Ok(out)
 }
 
+/// Writes named tensors to one safetensors file (atomically).
+pub fn write_tensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
+    write_atomic(path, &to_safetensors(tensors)?)
+}
+
+/// Reads every tensor of a safetensors file (F32 only).
+pub fn read_tensors(path: &Path) -> Result<Vec<NamedTensor>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    from_safetensors(&bytes, path)
+}
+
 fn sha256(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes)

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod flops;
 pub mod generate;
 pub mod io;
+pub mod keras;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;

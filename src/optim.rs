@@ -140,8 +140,25 @@ impl Optimizer {
         state: &[Vec<NodeId>],
         step: NodeId,
     ) -> Result<Update> {
+        self.apply_scaled(g, params, grads, state, step, None)
+    }
+
+    /// As `apply`, with the scheduled learning rate multiplied by `lr_scale` (an f32 scalar
+    /// fed per step, so callbacks can change the rate without recompiling).
+    pub fn apply_scaled(
+        &self,
+        g: &mut Graph,
+        params: &[NodeId],
+        grads: &[NodeId],
+        state: &[Vec<NodeId>],
+        step: NodeId,
+        lr_scale: Option<NodeId>,
+    ) -> Result<Update> {
         let o = &self.opt;
-        let lr = self.lr_node(g, step)?;
+        let mut lr = self.lr_node(g, step)?;
+        if let Some(s) = lr_scale {
+            lr = g.mul(lr, s)?;
+        }
         // Global norm over all gradients (f32).
         let mut sq = g.scalar(0.0, DType::F32)?;
         for &gr in grads {

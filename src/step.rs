@@ -20,6 +20,8 @@ pub enum Feed {
     Data(usize),
     /// The per-step u32 seed of in-graph randomness.
     Rng,
+    /// The f32 multiplier of the scheduled learning rate (1 unless a callback changes it).
+    LrScale,
 }
 
 /// Outputs of the train step, in order: `[loss, lr, grad_norm, params.., state..]`.
@@ -135,7 +137,7 @@ impl StepProgram {
                 Ok(match *f {
                     Feed::Param(i) | Feed::State(i, _) => plan.param_axes(&self.params[i]),
                     Feed::Data(i) => plan.batch_axes(&self.data_types[i]),
-                    Feed::Step | Feed::Rng => vec![None; g.ty(a)?.rank()],
+                    Feed::Step | Feed::Rng | Feed::LrScale => vec![None; g.ty(a)?.rank()],
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -170,13 +172,20 @@ impl StepProgram {
     }
 }
 
+/// Step-program arguments that are neither parameters, state nor data.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    step: Option<NodeId>,
+    rng: Option<NodeId>,
+    lr_scale: Option<NodeId>,
+}
+
 fn feeds_of(
     g: &Graph,
     params: &[ParamSpec],
     state: &[Vec<NodeId>],
-    step: Option<NodeId>,
     data: &[NodeId],
-    rng: Option<NodeId>,
+    c: Counters,
 ) -> Result<Vec<Feed>> {
     g.args()
         .into_iter()
@@ -189,14 +198,17 @@ fn feeds_of(
                     return Ok(Feed::State(i, k));
                 }
             }
-            if Some(a) == step {
+            if Some(a) == c.step {
                 return Ok(Feed::Step);
             }
             if let Some(i) = data.iter().position(|&d| d == a) {
                 return Ok(Feed::Data(i));
             }
-            if Some(a) == rng {
+            if Some(a) == c.rng {
                 return Ok(Feed::Rng);
+            }
+            if Some(a) == c.lr_scale {
+                return Ok(Feed::LrScale);
             }
             anyhow::bail!("graph argument {a} is neither a parameter, optimizer state nor data")
         })
@@ -345,6 +357,8 @@ struct MicroMeta {
     feeds: Vec<Feed>,
     /// The layer scopes each pipeline stage runs.
     stages: Vec<Vec<String>>,
+    /// Parameters whose new value the model computes (outputs after the gradients).
+    updates: Vec<usize>,
 }
 
 /// Forward + backward of one microbatch (outputs `[loss, grads..]`), its blocks run as
@@ -366,8 +380,22 @@ fn micro_step(
         graph::autodiff::grad(&g, fwd.loss, &wrt).context("differentiating the model")?;
     let mut outs = vec![fwd.loss];
     outs.extend(&grads);
+    let mut updates = Vec::with_capacity(fwd.updates.len());
+    for &(param, value) in &fwd.updates {
+        let i = p
+            .specs
+            .iter()
+            .position(|s| s.node == param)
+            .context("a model update targets a node that is not a parameter")?;
+        updates.push(i);
+        outs.push(value);
+    }
     g.set_outputs(&outs)?;
-    let feeds = feeds_of(&g, &p.specs, &[], None, &fwd.inputs, fwd.rng_seed)?;
+    let c = Counters {
+        rng: fwd.rng_seed,
+        ..Default::default()
+    };
+    let feeds = feeds_of(&g, &p.specs, &[], &fwd.inputs, c)?;
     let data_types = types_of(&g, &fwd.inputs)?;
     Ok((
         g,
@@ -376,6 +404,7 @@ fn micro_step(
             data_types,
             feeds,
             stages: fwd.stages,
+            updates,
         },
     ))
 }
@@ -502,8 +531,12 @@ fn assemble(
         .data_types
         .iter()
         .map(|t| {
+            // Only split inputs change shape; with one microbatch, inputs that are not
+            // per-example (another model's weights) pass as they are.
             let mut d = t.dims().to_vec();
-            d[0] = batch as i64;
+            if k > 1 {
+                d[0] = batch as i64;
+            }
             TensorType::new(t.dtype, d)
         })
         .collect();
@@ -518,10 +551,17 @@ fn assemble(
         None
     };
     let np = params.len();
+    let mut updated = Vec::new();
     let (loss, grads) = if k == 1 {
         let outs = inline_micro(&mut g, micro_graph, &micro.feeds, &params, &data, rng)?;
-        (outs[0], outs[1..].to_vec())
+        updated = outs[1 + np..].to_vec();
+        (outs[0], outs[1..1 + np].to_vec())
     } else {
+        if !micro.updates.is_empty() {
+            anyhow::bail!(
+                "models with non-trainable updates (batch normalization) need train.grad_accum = 1"
+            );
+        }
         // Body arguments: params (consts), gradient and loss sums (carries), microbatch slices.
         let mut body = Graph::new("microbatch");
         let b_params: Vec<NodeId> = micro
@@ -601,12 +641,17 @@ fn assemble(
         state.push(v);
     }
     let step = g.input("step", TensorType::scalar(DType::F32))?;
+    let lr_scale = g.input("lr_scale", TensorType::scalar(DType::F32))?;
     let upd = opt
-        .apply(&mut g, &params, &grads, &state, step)
+        .apply_scaled(&mut g, &params, &grads, &state, step, Some(lr_scale))
         .context("building the optimizer update")?;
     let loss = g.convert(loss, DType::F32)?;
+    let mut new_params = upd.params.clone();
+    for (&i, &v) in micro.updates.iter().zip(&updated) {
+        new_params[i] = v;
+    }
     let mut outputs = vec![loss, upd.lr, upd.grad_norm];
-    outputs.extend(&upd.params);
+    outputs.extend(&new_params);
     for s in &upd.state {
         outputs.extend(s);
     }
@@ -615,7 +660,12 @@ fn assemble(
     for (s, &n) in specs.iter_mut().zip(&params) {
         s.node = n;
     }
-    let feeds = feeds_of(&g, &specs, &state, Some(step), &data, rng)?;
+    let c = Counters {
+        step: Some(step),
+        rng,
+        lr_scale: Some(lr_scale),
+    };
+    let feeds = feeds_of(&g, &specs, &state, &data, c)?;
     let mut aliases = Vec::new();
     for (arg, f) in feeds.iter().enumerate() {
         match *f {
@@ -648,7 +698,11 @@ pub fn eval_step(model: &dyn Model, batch: usize, plan: Option<&Plan>) -> Result
         .context("building the model")?;
     let outs: Vec<NodeId> = fwd.per_example.iter().map(|(_, n)| *n).collect();
     g.set_outputs(&outs)?;
-    let feeds = feeds_of(&g, &p.specs, &[], None, &fwd.inputs, fwd.rng_seed)?;
+    let c = Counters {
+        rng: fwd.rng_seed,
+        ..Default::default()
+    };
+    let feeds = feeds_of(&g, &p.specs, &[], &fwd.inputs, c)?;
     let data_types = types_of(&g, &fwd.inputs)?;
     let mut prog = StepProgram {
         graph: g,

@@ -109,6 +109,8 @@ pub struct TrainState {
     pub step: usize,
     /// The run's seed (dropout seeds derive from it and the step).
     pub seed: u64,
+    /// Multiplier of the scheduled learning rate (Keras-style LR callbacks set it).
+    pub lr_scale: f32,
 }
 
 /// The dropout seed of a step: a function of (seed, step) only, so resuming is exact.
@@ -138,12 +140,13 @@ impl TrainState {
             state,
             step: 0,
             seed,
+            lr_scale: 1.0,
         })
     }
 }
 
 /// The data must have the shapes and dtypes the model declared.
-fn check_data(prog: &StepProgram, batch: &[HostArray], what: &str) -> Result<()> {
+pub fn check_data(prog: &StepProgram, batch: &[HostArray], what: &str) -> Result<()> {
     if batch.len() != prog.data_types.len() {
         bail!(
             "the {what} data has {} input(s) per batch but the model takes {}",
@@ -230,6 +233,7 @@ impl TrainState {
                 .collect::<Result<_, _>>()?,
             step: c.state.step,
             seed: c.state.seed,
+            lr_scale: 1.0,
         })
     }
 }
@@ -246,14 +250,21 @@ impl TrainState {
     }
 }
 
+/// The per-step scalars a program may take (`None` where it takes none).
+#[derive(Default, Clone, Copy)]
+pub struct StepScalars<'a> {
+    pub step: Option<&'a ShardedArray>,
+    pub rng: Option<&'a ShardedArray>,
+    pub lr_scale: Option<&'a ShardedArray>,
+}
+
 /// Builds the argument list of a program from its feeds.
-fn arguments<'a>(
+pub fn arguments<'a>(
     prog: &StepProgram,
     params: &'a [ShardedArray],
     state: &'a [ShardedArray],
-    step: Option<&'a ShardedArray>,
-    rng: Option<&'a ShardedArray>,
-    data: &'a [ShardedArray],
+    scalars: StepScalars<'a>,
+    data: &[&'a ShardedArray],
 ) -> Result<Vec<&'a ShardedArray>> {
     let slots = prog.slots.len();
     prog.feeds
@@ -262,11 +273,14 @@ fn arguments<'a>(
             Ok(match *f {
                 Feed::Param(i) => &params[i],
                 Feed::State(i, k) => &state[i * slots + k],
-                Feed::Step => step.context("program needs a step counter")?,
-                Feed::Data(i) => data
+                Feed::Step => scalars.step.context("program needs a step counter")?,
+                Feed::Data(i) => *data
                     .get(i)
                     .with_context(|| format!("missing data input {i}"))?,
-                Feed::Rng => rng.context("program needs a random seed")?,
+                Feed::Rng => scalars.rng.context("program needs a random seed")?,
+                Feed::LrScale => scalars
+                    .lr_scale
+                    .context("program needs a learning-rate scale")?,
             })
         })
         .collect()
@@ -274,7 +288,7 @@ fn arguments<'a>(
 
 /// Runs a program on its devices: per-device argument lists from the arrays' shards, and
 /// the outputs regrouped into arrays laid out as the program says.
-fn execute_sharded(c: &Compiled, args: &[&ShardedArray]) -> Result<Vec<ShardedArray>> {
+pub fn execute_sharded(c: &Compiled, args: &[&ShardedArray]) -> Result<Vec<ShardedArray>> {
     let n = c.prog.num_devices();
     let per_device: Vec<Vec<&runtime::Buffer>> = (0..n)
         .map(|d| args.iter().map(|a| &a.shards()[d]).collect())
@@ -346,16 +360,27 @@ pub fn run_train_step(
     batch: &[HostArray],
 ) -> Result<(f32, f32, f32)> {
     let data = data_arrays(client, &c.prog, batch)?;
+    let data: Vec<&ShardedArray> = data.iter().collect();
+    run_train_step_on(client, c, st, &data)
+}
+
+/// One optimizer step on data already laid out on the program's devices (e.g. another
+/// model's parameters).
+pub fn run_train_step_on(
+    client: &Client,
+    c: &Compiled,
+    st: &mut TrainState,
+    data: &[&ShardedArray],
+) -> Result<(f32, f32, f32)> {
     let step_buf = replicated_scalar(client, &c.prog, st.step as f32)?;
     let rng_buf = replicated_scalar(client, &c.prog, step_seed(st.seed, st.step))?;
-    let args = arguments(
-        &c.prog,
-        &st.params,
-        &st.state,
-        Some(&step_buf),
-        Some(&rng_buf),
-        &data,
-    )?;
+    let lr_buf = replicated_scalar(client, &c.prog, st.lr_scale)?;
+    let scalars = StepScalars {
+        step: Some(&step_buf),
+        rng: Some(&rng_buf),
+        lr_scale: Some(&lr_buf),
+    };
+    let args = arguments(&c.prog, &st.params, &st.state, scalars, data)?;
     let mut out = execute_sharded(c, &args)?;
     let n = st.params.len();
     let state = out.split_off(TRAIN_SCALARS + n);
@@ -381,7 +406,8 @@ pub fn evaluate(
     let mut n = 0;
     for (inputs, valid) in batches {
         let data = data_arrays(client, &c.prog, inputs)?;
-        let args = arguments(&c.prog, params, &[], None, None, &data)?;
+        let data: Vec<&ShardedArray> = data.iter().collect();
+        let args = arguments(&c.prog, params, &[], StepScalars::default(), &data)?;
         let out = execute_sharded(c, &args)?;
         for (s, b) in sums.iter_mut().zip(&out) {
             let v = b.to_host::<f32>()?;

@@ -75,6 +75,7 @@ impl Model for Cnn {
             per_example,
             rng_seed: None,
             stages: Vec::new(),
+            updates: Vec::new(),
         })
     }
 }

@@ -558,6 +558,7 @@ impl Gpt {
             per_example: vec![("loss".into(), per_window)],
             rng_seed: seed,
             stages,
+            updates: Vec::new(),
         })
     }
 }

@@ -34,6 +34,9 @@ pub struct Forward {
     pub rng_seed: Option<NodeId>,
     /// Pipelined forwards: the layer scopes (parameter name prefixes) each stage runs.
     pub stages: Vec<Vec<String>>,
+    /// New values of non-trainable parameters (batch-norm moving statistics): after a train
+    /// step, parameter `.0` becomes `.1` instead of taking an optimizer update.
+    pub updates: Vec<(NodeId, NodeId)>,
 }
 
 /// A GPipe schedule: a model's repeated blocks split into `stages` groups of consecutive

@@ -57,6 +57,7 @@ impl Model for Mlp {
             per_example,
             rng_seed: None,
             stages: Vec::new(),
+            updates: Vec::new(),
         })
     }
 }
