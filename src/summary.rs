@@ -85,13 +85,17 @@ fn sharding_plan(prog: &StepProgram, sh: &crate::parallel::ProgramSharding) -> s
 }
 
 fn axes_text(v: &serde_json::Value) -> String {
-    let names: Vec<String> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| a.as_str().unwrap_or("-").to_string())
-        .collect();
-    format!("({})", names.join(", "))
+    list_text(v, |a| a.as_str().unwrap_or("-").to_string())
+}
+
+/// A JSON array of dims as `(a, b, ..)`.
+fn shape_text(v: &serde_json::Value) -> String {
+    list_text(v, |d| d.to_string())
+}
+
+fn list_text(v: &serde_json::Value, item: impl Fn(&serde_json::Value) -> String) -> String {
+    let items: Vec<String> = v.as_array().into_iter().flatten().map(item).collect();
+    format!("({})", items.join(", "))
 }
 
 fn human(bytes: f64) -> String {
@@ -143,16 +147,10 @@ pub fn render(s: &serde_json::Value) -> String {
     ));
     out.push_str(&rule);
     for p in s["parameters"].as_array().into_iter().flatten() {
-        let shape: Vec<String> = p["shape"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|d| d.to_string())
-            .collect();
         out.push_str(&format!(
             "{:<40} {:<20} {:>10}\n",
             p["name"].as_str().unwrap_or(""),
-            format!("({})", shape.join(", ")),
+            shape_text(&p["shape"]),
             p["count"].as_u64().unwrap_or(0)
         ));
     }
@@ -180,18 +178,12 @@ pub fn render(s: &serde_json::Value) -> String {
         ));
         out.push_str(&rule);
         for p in sh["parameters"].as_array().into_iter().flatten() {
-            let shape: Vec<String> = p["per_device_shape"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|d| d.to_string())
-                .collect();
             out.push_str(&format!(
                 "{:<24} {:<24} {:<22} {:<16} {:>10}\n",
                 p["name"].as_str().unwrap_or(""),
                 axes_text(&p["logical_axes"]),
                 axes_text(&p["mesh_axes"]),
-                format!("({})", shape.join(", ")),
+                shape_text(&p["per_device_shape"]),
                 p["per_device_bytes"]
             ));
         }

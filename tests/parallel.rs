@@ -2,6 +2,8 @@
 //! parallelism, data x tensor (Megatron), fsdp, pipeline x data (GPipe); and shards
 //! parameters as planned.
 
+use std::path::{Path, PathBuf};
+
 use models::gpt::{Gpt, GptConfig};
 use rxla::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
 use rxla::exec::HostArray;
@@ -226,7 +228,7 @@ fn rxla(args: &[&str]) -> std::process::Output {
     o
 }
 
-fn metrics(dir: &std::path::Path, key: &str) -> Vec<f64> {
+fn metrics(dir: &Path, key: &str) -> Vec<f64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -237,28 +239,65 @@ fn metrics(dir: &std::path::Path, key: &str) -> Vec<f64> {
         .collect()
 }
 
-/// From the CLI: a run saved on 4 devices (data=2 x tensor=2, fsdp) resumes on one device
-/// and continues as the uninterrupted single-device run; `rxla summary` prints the plan.
-#[test]
-fn saved_on_four_devices_resumes_on_one() {
-    let root = std::env::temp_dir().join(format!("rxla-parallel-{}", std::process::id()));
+/// A fresh directory under the temp dir holding the CLI test config; returns (dir, config).
+fn cli_dir(name: &str) -> (PathBuf, PathBuf) {
+    let root = std::env::temp_dir().join(format!("rxla-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let cfg = root.join("tiny.toml");
     std::fs::write(&cfg, CLI_GPT).unwrap();
+    (root, cfg)
+}
+
+/// `rxla train --config cfg --out out extra..`, which must succeed.
+fn cli_train(cfg: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    rxla(&args)
+}
+
+/// Runs rxla with `args`, which must fail with a message (not a panic); returns stderr.
+fn rxla_error(args: &[&str]) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rxla"))
+        .args(args)
+        .output()
+        .expect("run rxla");
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
+/// The 20 losses of run `b` (first 10 steps on a mesh, then resumed on one device) against
+/// the uninterrupted single-device run `a`.
+fn assert_resumed_losses_match(a: &Path, b: &Path, what: &str) {
+    let (la, lb) = (metrics(a, "loss"), metrics(b, "loss"));
+    assert_eq!((la.len(), lb.len()), (20, 20));
+    for s in 0..20 {
+        let tol = if s < 10 { 1e-4 } else { 1e-5 };
+        assert!(
+            (la[s] - lb[s]).abs() <= tol * la[s].abs(),
+            "step {}: one device {} vs {what} {}",
+            s + 1,
+            la[s],
+            lb[s]
+        );
+    }
+}
+
+/// From the CLI: a run saved on 4 devices (data=2 x tensor=2, fsdp) resumes on one device
+/// and continues as the uninterrupted single-device run; `rxla summary` prints the plan.
+#[test]
+fn saved_on_four_devices_resumes_on_one() {
+    let (root, cfg) = cli_dir("parallel");
     let (a, b) = (root.join("one"), root.join("four"));
-    let train = |out: &std::path::Path, extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        rxla(&args)
-    };
-    train(&a, &[]);
+    cli_train(&cfg, &a, &[]);
     let four = [
         "--cpu-devices",
         "4",
@@ -271,27 +310,14 @@ fn saved_on_four_devices_resumes_on_one() {
     ];
     let mut args = four.to_vec();
     args.extend(["--set", "train.steps=10"]);
-    let o = train(&b, &args);
+    let o = cli_train(&cfg, &b, &args);
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(log.contains("mesh data=2 x model=2 on 4 devices"), "{log}");
     let s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["devices"], 4);
-    train(&b, &["--resume", "--set", "train.steps=20"]);
-
-    let (la, lb) = (metrics(&a, "loss"), metrics(&b, "loss"));
-    assert_eq!((la.len(), lb.len()), (20, 20));
-    for s in 0..20 {
-        // The first 10 steps ran sharded; the last 10 on one device from its checkpoint.
-        let tol = if s < 10 { 1e-4 } else { 1e-5 };
-        assert!(
-            (la[s] - lb[s]).abs() <= tol * la[s].abs(),
-            "step {}: one device {} vs saved on four {}",
-            s + 1,
-            la[s],
-            lb[s]
-        );
-    }
+    cli_train(&cfg, &b, &["--resume", "--set", "train.steps=20"]);
+    assert_resumed_losses_match(&a, &b, "saved on four");
     let (ea, eb) = (metrics(&a, "eval_loss"), metrics(&b, "eval_loss"));
     assert_eq!(ea.len(), 2);
     assert!(
@@ -331,14 +357,7 @@ fn saved_on_four_devices_resumes_on_one() {
             bad.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rxla"))
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(!o.status.success());
-        let e = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(!e.contains("panicked"), "{e}");
-        e
+        rxla_error(&args)
     };
     let e = err(&["--cpu-devices", "2", "--set", "parallel.data=4"]);
     assert!(
@@ -356,28 +375,16 @@ fn saved_on_four_devices_resumes_on_one() {
 /// (per-layer tensors) resumes on one device, and `rxla summary` shows the stage placement.
 #[test]
 fn pipeline_from_the_cli_resumes_on_one_device() {
-    let root = std::env::temp_dir().join(format!("rxla-pipeline-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    let cfg = root.join("tiny.toml");
-    std::fs::write(&cfg, CLI_GPT).unwrap();
+    let (root, cfg) = cli_dir("pipeline");
     let (a, b) = (root.join("one"), root.join("pipe"));
     // Dropout off: the pipeline draws its masks per stage-vectorized block.
-    let train = |out: &std::path::Path, extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--set",
-            "model.dropout=0.0",
-        ];
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["--set", "model.dropout=0.0"];
         args.extend_from_slice(extra);
-        rxla(&args)
+        cli_train(&cfg, out, &args)
     };
-    train(&a, &[]);
-    let o = train(
+    run(&a, &[]);
+    let o = run(
         &b,
         &[
             "--cpu-devices",
@@ -395,20 +402,8 @@ fn pipeline_from_the_cli_resumes_on_one_device() {
     let s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["pipeline"]["bubble_fraction"], 0.2);
-    train(&b, &["--resume", "--set", "train.steps=20"]);
-    let (la, lb) = (metrics(&a, "loss"), metrics(&b, "loss"));
-    assert_eq!((la.len(), lb.len()), (20, 20));
-    for s in 0..20 {
-        // The first 10 steps ran pipelined; the last 10 on one device from its checkpoint.
-        let tol = if s < 10 { 1e-4 } else { 1e-5 };
-        assert!(
-            (la[s] - lb[s]).abs() <= tol * la[s].abs(),
-            "step {}: one device {} vs pipelined {}",
-            s + 1,
-            la[s],
-            lb[s]
-        );
-    }
+    run(&b, &["--resume", "--set", "train.steps=20"]);
+    assert_resumed_losses_match(&a, &b, "pipelined");
 
     let summary = |extra: &[&str]| {
         let mut args = vec!["summary", "--config", cfg.to_str().unwrap()];
@@ -432,25 +427,17 @@ fn pipeline_from_the_cli_resumes_on_one_device() {
         "{text}"
     );
 
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rxla"))
-        .args([
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            root.join("bad").to_str().unwrap(),
-            "--set",
-            "parallel.pipeline=2",
-            "--set",
-            "parallel.microbatches=3",
-        ])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        e.contains("multiple of parallel.microbatches (3)") && !e.contains("panicked"),
-        "{e}"
-    );
+    let e = rxla_error(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        root.join("bad").to_str().unwrap(),
+        "--set",
+        "parallel.pipeline=2",
+        "--set",
+        "parallel.microbatches=3",
+    ]);
+    assert!(e.contains("multiple of parallel.microbatches (3)"), "{e}");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -112,7 +112,7 @@ fn stopped_and_resumed_run_matches_uninterrupted_run() {
     assert!(a.join("checkpoints/step-00000020/tokenizer.json").is_file());
 
     // The run samples text from its newest checkpoint.
-    let o = rxla(&[
+    let generate = [
         "generate",
         "--run",
         a.to_str().unwrap(),
@@ -122,24 +122,15 @@ fn stopped_and_resumed_run_matches_uninterrupted_run() {
         "24",
         "--seed",
         "3",
-    ]);
+    ];
+    let o = rxla(&generate);
     ok(&o);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         text.starts_with("Call me") && text.trim_end().len() > "Call me".len(),
         "{text}"
     );
-    let again = rxla(&[
-        "generate",
-        "--run",
-        a.to_str().unwrap(),
-        "--prompt",
-        "Call me",
-        "--max-tokens",
-        "24",
-        "--seed",
-        "3",
-    ]);
+    let again = rxla(&generate);
     assert_eq!(again.stdout, o.stdout, "same seed, same sample");
     let e = err(&rxla(&[
         "generate",
