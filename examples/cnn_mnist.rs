@@ -6,18 +6,10 @@ use std::time::Instant;
 use anyhow::Result;
 use rxla::keras::*;
 
-fn main() -> Result<()> {
-    let t = Instant::now();
-    let train = Dataset::mnist("train")?;
-    let test = Dataset::mnist("test")?;
-    // Keras: y = to_categorical(y) with categorical cross-entropy.
-    let onehot = |d: &Dataset| -> Result<Dataset> {
-        let y = d.y.as_ref().expect("labels");
-        Dataset::new(d.x.clone(), to_categorical(y, 10)?)
-    };
-    let (train, test) = (onehot(&train)?, onehot(&test)?);
-
-    let mut model = Sequential::new()
+/// The seed's model (also the GAN example's judge, and checked against Keras's summary in
+/// `tests/keras.rs`, which include this file).
+pub fn seed_cnn() -> Sequential {
+    Sequential::new()
         .add(
             Conv2D::new(32, (3, 3))
                 .activation(Relu)
@@ -29,7 +21,22 @@ fn main() -> Result<()> {
         .add(Conv2D::new(64, (3, 3)).activation(Relu))
         .add(Flatten::new())
         .add(Dense::new(64).activation(Relu))
-        .add(Dense::new(10).activation(Softmax));
+        .add(Dense::new(10).activation(Softmax))
+}
+
+#[allow(dead_code)] // unused where another target includes this file for `seed_cnn`
+fn main() -> Result<()> {
+    let t = Instant::now();
+    let train = Dataset::mnist("train")?;
+    let test = Dataset::mnist("test")?;
+    // Keras: y = to_categorical(y) with categorical cross-entropy.
+    let onehot = |d: &Dataset| -> Result<Dataset> {
+        let y = d.y.as_ref().expect("labels");
+        Dataset::new(d.x.clone(), to_categorical(y, 10)?)
+    };
+    let (train, test) = (onehot(&train)?, onehot(&test)?);
+
+    let mut model = seed_cnn();
     println!("{}", model.summary()?);
     model.compile(
         Adam::new(1e-3),

@@ -19,15 +19,42 @@ fn median(v: &mut [f64]) -> f64 {
 /// Measured f32 matmul throughput of this device (FLOP/s): the MFU denominator when the
 /// config gives no peak.
 pub fn measured_peak_flops(client: &Client) -> Result<f64> {
+    matmul_flops_per_s(client, "f32")
+}
+
+/// Whether this CPU runs bf16 dot products natively (x86 avx512_bf16); without it XLA CPU
+/// converts bf16 operands to f32 and the mixed-precision step is slower than f32.
+pub fn cpu_has_native_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // aarch64 bf16 dot support varies; assume native and let the bench tell.
+        true
+    }
+}
+
+/// Measured throughput (FLOP/s) of a square `n x n` matmul with `operand` inputs ("f32" or
+/// "bf16") and f32 accumulation and result: what the mixed-precision pass can gain here.
+pub fn matmul_flops_per_s(client: &Client, operand: &str) -> Result<f64> {
     let n = 1024i64;
+    let t = format!("tensor<{n}x{n}x{operand}>");
     let prog = format!(
-        "module @peak {{ func.func public @main(%a: tensor<{n}x{n}xf32>, %b: tensor<{n}x{n}xf32>) -> tensor<{n}x{n}xf32> {{
-    %0 = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : (tensor<{n}x{n}xf32>, tensor<{n}x{n}xf32>) -> tensor<{n}x{n}xf32>
+        "module @peak {{ func.func public @main(%a: {t}, %b: {t}) -> tensor<{n}x{n}xf32> {{
+    %0 = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : ({t}, {t}) -> tensor<{n}x{n}xf32>
     return %0 : tensor<{n}x{n}xf32> }} }}"
     );
     let exe = client.compile(&prog, &CompileOptions::default())?;
-    let data = vec![0.5f32; (n * n) as usize];
-    let a = client.buffer_from_host(&data, &[n, n], 0)?;
+    let a = match operand {
+        "bf16" => client.buffer_from_host(
+            &vec![half::bf16::from_f32(0.5); (n * n) as usize],
+            &[n, n],
+            0,
+        )?,
+        _ => client.buffer_from_host(&vec![0.5f32; (n * n) as usize], &[n, n], 0)?,
+    };
     let mut times = Vec::new();
     for i in 0..6 {
         let t = Instant::now();
@@ -127,6 +154,8 @@ pub fn bench(client: &Client, spec: &BenchSpec) -> Result<serde_json::Value> {
         "flops_per_step": flops,
         "peak_flops": peak,
         "mfu": flops / med / peak,
+        "matmul_bf16_flops": matmul_flops_per_s(client, "bf16")?,
+        "cpu_native_bf16": cpu_has_native_bf16(),
         "temp_bytes": mem.temp_bytes,
         "argument_bytes": mem.argument_bytes,
         "output_bytes": mem.output_bytes,

@@ -470,6 +470,15 @@ pub fn train(
     };
     let progress = Progress::new(spec.steps as u64);
     progress.println(&format!("rxla: {}", pass_report.line()));
+    if pass_report.precision.is_some()
+        && client.platform_name() == "cpu"
+        && !crate::bench::cpu_has_native_bf16()
+    {
+        progress.println(
+            "rxla: warning: this CPU has no avx512_bf16, so XLA emulates bf16 dots and they run slower \
+             than f32 here (`rxla bench` reports matmul_bf16_flops); use train.precision = \"f32\" for speed",
+        );
+    }
     progress.println(&format!(
         "rxla: {} parameters; train step compiled in {:.2}s (argument {} MB, output {} MB, temp {} MB), eval step in {:.2}s",
         n_params,

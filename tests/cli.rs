@@ -1,21 +1,11 @@
 //! The `rxla` binary end to end: training on real MNIST, and bad input ending in clear errors.
 
+mod common;
+use common::{rxla, rxla_err, tmp_dir};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn rxla(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rxla"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run rxla")
-}
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rxla-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    tmp_dir(&format!("cli-{name}"))
 }
 
 const MLP: &str = r#"
@@ -89,10 +79,7 @@ fn trains_an_mlp_on_mnist_and_writes_metrics() {
 }
 
 fn fails_with(args: &[&str], needles: &[&str]) {
-    let o = rxla(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{args:?} should fail");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let err = rxla_err(args);
     for n in needles {
         assert!(err.contains(n), "{args:?}: `{n}` not in: {err}");
     }

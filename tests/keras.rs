@@ -11,29 +11,19 @@ use rxla::exec::HostArray;
 use rxla::keras::tensorboard::read_events;
 use rxla::keras::*;
 
+mod common;
+
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rxla-keras-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp_dir(&format!("keras-{name}"))
 }
+
+/// The example's model, so the summary checked here is the one it trains.
+#[path = "../examples/cnn_mnist.rs"]
+mod cnn_mnist;
 
 #[test]
 fn seed_cnn_summary_matches_keras() {
-    let model = Sequential::new()
-        .add(
-            Conv2D::new(32, (3, 3))
-                .activation(Relu)
-                .input_shape([28, 28, 1]),
-        )
-        .add(MaxPooling2D::new((2, 2)))
-        .add(Conv2D::new(64, (3, 3)).activation(Relu))
-        .add(MaxPooling2D::new((2, 2)))
-        .add(Conv2D::new(64, (3, 3)).activation(Relu))
-        .add(Flatten::new())
-        .add(Dense::new(64).activation(Relu))
-        .add(Dense::new(10).activation(Softmax));
-    let s = model.summary().unwrap();
+    let s = cnn_mnist::seed_cnn().summary().unwrap();
     let got: Vec<(&str, Vec<i64>, usize)> = s
         .rows
         .iter()

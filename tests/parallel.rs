@@ -2,6 +2,8 @@
 //! parallelism, data x tensor (Megatron), fsdp, pipeline x data (GPipe); and shards
 //! parameters as planned.
 
+mod common;
+use common::{metrics, rxla_err, rxla_ok, tmp_dir, train_ok};
 use std::path::{Path, PathBuf};
 
 use models::gpt::{Gpt, GptConfig};
@@ -219,59 +221,12 @@ weight_decay = 0.1
 clip_norm = 1.0
 "#;
 
-fn rxla(args: &[&str]) -> std::process::Output {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rxla"))
-        .args(args)
-        .output()
-        .expect("run rxla");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o
-}
-
-fn metrics(dir: &Path, key: &str) -> Vec<f64> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v[key].as_f64()
-        })
-        .collect()
-}
-
 /// A fresh directory under the temp dir holding the CLI test config; returns (dir, config).
 fn cli_dir(name: &str) -> (PathBuf, PathBuf) {
-    let root = std::env::temp_dir().join(format!("rxla-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let root = tmp_dir(name);
     let cfg = root.join("tiny.toml");
     std::fs::write(&cfg, CLI_GPT).unwrap();
     (root, cfg)
-}
-
-/// `rxla train --config cfg --out out extra..`, which must succeed.
-fn cli_train(cfg: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    rxla(&args)
-}
-
-/// Runs rxla with `args`, which must fail with a message (not a panic); returns stderr.
-fn rxla_error(args: &[&str]) -> String {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rxla"))
-        .args(args)
-        .output()
-        .expect("run rxla");
-    assert!(!o.status.success());
-    let e = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!e.contains("panicked"), "{e}");
-    e
 }
 
 /// The 20 losses of run `b` (first 10 steps on a mesh, then resumed on one device) against
@@ -297,7 +252,7 @@ fn assert_resumed_losses_match(a: &Path, b: &Path, what: &str) {
 fn saved_on_four_devices_resumes_on_one() {
     let (root, cfg) = cli_dir("parallel");
     let (a, b) = (root.join("one"), root.join("four"));
-    cli_train(&cfg, &a, &[]);
+    train_ok(&cfg, &a, &[]);
     let four = [
         "--cpu-devices",
         "4",
@@ -310,13 +265,13 @@ fn saved_on_four_devices_resumes_on_one() {
     ];
     let mut args = four.to_vec();
     args.extend(["--set", "train.steps=10"]);
-    let o = cli_train(&cfg, &b, &args);
+    let o = train_ok(&cfg, &b, &args);
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(log.contains("mesh data=2 x model=2 on 4 devices"), "{log}");
     let s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["devices"], 4);
-    cli_train(&cfg, &b, &["--resume", "--set", "train.steps=20"]);
+    train_ok(&cfg, &b, &["--resume", "--set", "train.steps=20"]);
     assert_resumed_losses_match(&a, &b, "saved on four");
     let (ea, eb) = (metrics(&a, "eval_loss"), metrics(&b, "eval_loss"));
     assert_eq!(ea.len(), 2);
@@ -325,7 +280,7 @@ fn saved_on_four_devices_resumes_on_one() {
         "sharded eval {ea:?} vs {eb:?}"
     );
 
-    let o = rxla(&[
+    let o = rxla_ok(&[
         "summary",
         "--config",
         cfg.to_str().unwrap(),
@@ -348,17 +303,7 @@ fn saved_on_four_devices_resumes_on_one() {
 
     // Bad plans are clear errors.
     let bad = root.join("bad");
-    let err = |extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            bad.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        rxla_error(&args)
-    };
+    let err = |extra: &[&str]| common::err(&common::train(&cfg, &bad, extra));
     let e = err(&["--cpu-devices", "2", "--set", "parallel.data=4"]);
     assert!(
         e.contains("needs 4 devices") && e.contains("--cpu-devices 4"),
@@ -381,7 +326,7 @@ fn pipeline_from_the_cli_resumes_on_one_device() {
     let run = |out: &Path, extra: &[&str]| {
         let mut args = vec!["--set", "model.dropout=0.0"];
         args.extend_from_slice(extra);
-        cli_train(&cfg, out, &args)
+        train_ok(&cfg, out, &args)
     };
     run(&a, &[]);
     let o = run(
@@ -408,7 +353,7 @@ fn pipeline_from_the_cli_resumes_on_one_device() {
     let summary = |extra: &[&str]| {
         let mut args = vec!["summary", "--config", cfg.to_str().unwrap()];
         args.extend_from_slice(extra);
-        String::from_utf8_lossy(&rxla(&args).stdout).into_owned()
+        String::from_utf8_lossy(&rxla_ok(&args).stdout).into_owned()
     };
     let text = summary(&[
         "--set",
@@ -427,7 +372,7 @@ fn pipeline_from_the_cli_resumes_on_one_device() {
         "{text}"
     );
 
-    let e = rxla_error(&[
+    let e = rxla_err(&[
         "train",
         "--config",
         cfg.to_str().unwrap(),

@@ -1,8 +1,9 @@
 //! Checkpoints resume exactly: a run stopped at step 10 and resumed to 20 logs the same
 //! losses as a run straight to 20. Bad checkpoints are refused.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{err, metric_rows, ok, rxla, tmp_dir, train};
+use std::path::Path;
 
 const TINY_GPT: &str = r#"
 seed = 5
@@ -34,52 +35,17 @@ warmup_steps = 3
 decay_steps = 20
 "#;
 
-fn rxla(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rxla"))
-        .args(args)
-        .output()
-        .expect("run rxla")
-}
-
+/// (step, loss) of every logged step.
 fn losses(dir: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-        })
+    metric_rows(dir)
+        .iter()
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
         .collect()
-}
-
-fn train(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    rxla(&args)
-}
-
-fn ok(o: &Output) {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn err(o: &Output) -> String {
-    assert!(!o.status.success());
-    let e = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!e.contains("panicked"), "{e}");
-    e
 }
 
 #[test]
 fn stopped_and_resumed_run_matches_uninterrupted_run() {
-    let root: PathBuf = std::env::temp_dir().join(format!("rxla-resume-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let root = tmp_dir("resume");
     let cfg = root.join("tiny.toml");
     std::fs::write(&cfg, TINY_GPT).unwrap();
     let (a, b) = (root.join("a"), root.join("b"));

@@ -1,0 +1,84 @@
+//! Helpers shared by the tests that run the `rxla` binary (`mod common;` in each).
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the `rxla` binary from the repository root (status unchecked).
+pub fn rxla(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rxla"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run rxla")
+}
+
+/// Asserts that a run succeeded, showing its stderr when not.
+pub fn ok(o: &Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Asserts that a run failed with a message, not a panic; returns its stderr.
+pub fn err(o: &Output) -> String {
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "should have failed; stderr: {e}");
+    assert!(!e.contains("panicked"), "panicked: {e}");
+    e
+}
+
+/// Runs rxla with `args`, which must succeed.
+pub fn rxla_ok(args: &[&str]) -> Output {
+    let o = rxla(args);
+    ok(&o);
+    o
+}
+
+/// Runs rxla with `args`, which must fail with a message (not a panic); returns stderr.
+pub fn rxla_err(args: &[&str]) -> String {
+    err(&rxla(args))
+}
+
+/// `rxla train --config cfg --out out extra..` (status unchecked).
+pub fn train(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    rxla(&args)
+}
+
+/// `train`, which must succeed.
+pub fn train_ok(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
+    let o = train(cfg, out, extra);
+    ok(&o);
+    o
+}
+
+/// A fresh, empty directory under the temp dir, unique to this test process.
+pub fn tmp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rxla-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The rows of a run's `metrics.jsonl`.
+pub fn metric_rows(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `key` of every metrics row that has it, in order.
+pub fn metrics(dir: &Path, key: &str) -> Vec<f64> {
+    metric_rows(dir)
+        .iter()
+        .filter_map(|v| v[key].as_f64())
+        .collect()
+}
