@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use graph::interp::HostTensor;
+use graph::{DType, TensorType};
 use runtime::{Client, CompileOptions};
 use serde_json::json;
 
@@ -19,7 +21,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// Measured f32 matmul throughput of this device (FLOP/s): the MFU denominator when the
 /// config gives no peak.
 pub fn measured_peak_flops(client: &Client) -> Result<f64> {
-    matmul_flops_per_s(client, "f32")
+    matmul_flops_per_s(client, DType::F32)
 }
 
 /// Whether this CPU runs bf16 dot products natively (x86 avx512_bf16); without it XLA CPU
@@ -36,25 +38,23 @@ pub fn cpu_has_native_bf16() -> bool {
     }
 }
 
-/// Measured throughput (FLOP/s) of a square `n x n` matmul with `operand` inputs ("f32" or
-/// "bf16") and f32 accumulation and result: what the mixed-precision pass can gain here.
-pub fn matmul_flops_per_s(client: &Client, operand: &str) -> Result<f64> {
+/// Measured throughput (FLOP/s) of a square `n x n` matmul with `operand` inputs and f32
+/// accumulation and result: what the mixed-precision pass can gain here.
+pub fn matmul_flops_per_s(client: &Client, operand: DType) -> Result<f64> {
     let n = 1024i64;
-    let t = format!("tensor<{n}x{n}x{operand}>");
+    let t = format!("tensor<{n}x{n}x{}>", operand.mlir_name());
     let prog = format!(
         "module @peak {{ func.func public @main(%a: {t}, %b: {t}) -> tensor<{n}x{n}xf32> {{
     %0 = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : ({t}, {t}) -> tensor<{n}x{n}xf32>
     return %0 : tensor<{n}x{n}xf32> }} }}"
     );
     let exe = client.compile(&prog, &CompileOptions::default())?;
-    let a = match operand {
-        "bf16" => client.buffer_from_host(
-            &vec![half::bf16::from_f32(0.5); (n * n) as usize],
-            &[n, n],
-            0,
-        )?,
-        _ => client.buffer_from_host(&vec![0.5f32; (n * n) as usize], &[n, n], 0)?,
-    };
+    let halves = HostTensor::new(
+        TensorType::new(operand, [n, n]),
+        vec![0.5; (n * n) as usize],
+    )
+    .context("matmul operand")?;
+    let a = crate::exec::to_device(client, &halves, 0)?;
     let mut times = Vec::new();
     for i in 0..6 {
         let t = Instant::now();
@@ -154,7 +154,7 @@ pub fn bench(client: &Client, spec: &BenchSpec) -> Result<serde_json::Value> {
         "flops_per_step": flops,
         "peak_flops": peak,
         "mfu": flops / med / peak,
-        "matmul_bf16_flops": matmul_flops_per_s(client, "bf16")?,
+        "matmul_bf16_flops": matmul_flops_per_s(client, DType::BF16)?,
         "cpu_native_bf16": cpu_has_native_bf16(),
         "temp_bytes": mem.temp_bytes,
         "argument_bytes": mem.argument_bytes,

@@ -131,21 +131,10 @@ impl Optimizer {
     }
 
     /// Adds clipping and the update of every parameter to `g`. `state[i]` are the slots of
-    /// parameter i; `step` is an f32 scalar input (0-based count of earlier updates).
+    /// parameter i; `step` is an f32 scalar input (0-based count of earlier updates). The
+    /// scheduled learning rate is multiplied by `lr_scale` when given (an f32 scalar fed per
+    /// step, so callbacks can change the rate without recompiling).
     pub fn apply(
-        &self,
-        g: &mut Graph,
-        params: &[NodeId],
-        grads: &[NodeId],
-        state: &[Vec<NodeId>],
-        step: NodeId,
-    ) -> Result<Update> {
-        self.apply_scaled(g, params, grads, state, step, None)
-    }
-
-    /// As `apply`, with the scheduled learning rate multiplied by `lr_scale` (an f32 scalar
-    /// fed per step, so callbacks can change the rate without recompiling).
-    pub fn apply_scaled(
         &self,
         g: &mut Graph,
         params: &[NodeId],
@@ -306,7 +295,7 @@ mod tests {
             .map(|s| g.input(s, ty.clone()).unwrap())
             .collect();
         let st = g.input("step", TensorType::scalar(DType::F32)).unwrap();
-        let u = opt.apply(&mut g, &[p], &[gr], &[slots], st).unwrap();
+        let u = opt.apply(&mut g, &[p], &[gr], &[slots], st, None).unwrap();
         let mut outs = vec![u.params[0]];
         outs.extend(&u.state[0]);
         g.set_outputs(&outs).unwrap();

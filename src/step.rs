@@ -643,7 +643,7 @@ fn assemble(
     let step = g.input("step", TensorType::scalar(DType::F32))?;
     let lr_scale = g.input("lr_scale", TensorType::scalar(DType::F32))?;
     let upd = opt
-        .apply_scaled(&mut g, &params, &grads, &state, step, Some(lr_scale))
+        .apply(&mut g, &params, &grads, &state, step, Some(lr_scale))
         .context("building the optimizer update")?;
     let loss = g.convert(loss, DType::F32)?;
     let mut new_params = upd.params.clone();

@@ -8,7 +8,7 @@
 //!
 //! ```ignore
 //! let (mut g, grads) = graph::autodiff::grad(&fwd, loss, &params)?;
-//! let upd = opt.apply(&mut g, &params, &grads, &state, step)?;   // f32
+//! let upd = opt.apply(&mut g, &params, &grads, &state, step, None)?;   // f32
 //! g.set_outputs(&outputs)?;
 //! let (g, _) = graph::mixed_precision(&g, &PrecisionPolicy::bf16())?;
 //! let (g, report) = graph::remat(&g, &RematPolicy::Full)?;
