@@ -423,6 +423,9 @@ fn main() -> Result<()> {
         .collect::<Result<_>>()?;
     let steps = args.first().copied().unwrap_or(5500);
     let batch = args.get(1).copied().unwrap_or(16);
+    if steps == 0 || !(2..=60_000).contains(&batch) {
+        bail!("arguments: STEPS [BATCH] need STEPS >= 1 and BATCH in 2..=60000 (the spread channel needs 2 images), got {steps} and {batch}");
+    }
     let out = PathBuf::from("runs/gan_mnist");
     std::fs::create_dir_all(&out)?;
     let mnist = Dataset::mnist("train")?;
