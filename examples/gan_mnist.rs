@@ -11,17 +11,18 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use train::exec::ToDevice;
 
+use ::data::HostArray;
 use anyhow::{bail, Context, Result};
 use graph::{DType, Graph, NodeId, TensorType};
 use models::{Forward, Mode, Model, Params};
 use rand::SeedableRng;
 use rand_distr_free::normals;
-use rxla::exec::HostArray;
 use rxla::keras::*;
-use rxla::optim::Optimizer;
-use rxla::step::{train_step, Passes};
-use rxla::train::{compile_program, run_train_step_on, Compiled, TrainState};
+use train::optim::Optimizer;
+use train::state::{compile_program, run_train_step_on, Compiled, TrainState};
+use train::step::{train_step, Passes};
 
 /// The judge is the CNN example's model.
 #[path = "cnn_mnist.rs"]
@@ -169,7 +170,6 @@ impl Model for DStep<'_> {
             loss,
             per_example: vec![("loss".into(), per)],
             rng_seed,
-            stages: vec![],
             updates: vec![],
         })
     }
@@ -205,7 +205,6 @@ impl Model for GStep<'_> {
             loss,
             per_example: vec![("loss".into(), per)],
             rng_seed,
-            stages: vec![],
             updates: vec![],
         })
     }
@@ -411,7 +410,7 @@ impl Gan {
             &mut std::io::Cursor::new(&mut bytes),
             image::ImageFormat::Png,
         )?;
-        rxla::io::write_atomic(path, &bytes)
+        Ok(files::write_atomic(path, &bytes)?)
     }
 }
 

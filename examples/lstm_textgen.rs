@@ -6,10 +6,10 @@
 
 use std::time::Instant;
 
+use ::data::text::{load_corpus, split_text};
+use ::data::HostArray;
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
-use rxla::data::text::{load_corpus, split_text};
-use rxla::exec::HostArray;
 use rxla::keras::*;
 
 const VOCAB: usize = 256;

@@ -3,68 +3,19 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use graph::interp::HostTensor;
-use graph::{DType, TensorType};
-use runtime::{Client, CompileOptions};
+use anyhow::Result;
+use graph::DType;
+use runtime::Client;
 use serde_json::json;
+use train::flops::{cpu_has_native_bf16, matmul_flops_per_s, measured_peak_flops};
 
-use crate::exec::HostArray;
-use crate::optim::Optimizer;
-use crate::train::{compile_program, run_train_step, TrainState};
+use data::HostArray;
+use train::optim::Optimizer;
+use train::state::{compile_program, run_train_step, TrainState};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-/// Measured f32 matmul throughput of this device (FLOP/s): the MFU denominator when the
-/// config gives no peak.
-pub fn measured_peak_flops(client: &Client) -> Result<f64> {
-    matmul_flops_per_s(client, DType::F32)
-}
-
-/// Whether this CPU runs bf16 dot products natively (x86 avx512_bf16); without it XLA CPU
-/// converts bf16 operands to f32 and the mixed-precision step is slower than f32.
-pub fn cpu_has_native_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        // aarch64 bf16 dot support varies; assume native and let the bench tell.
-        true
-    }
-}
-
-/// Measured throughput (FLOP/s) of a square `n x n` matmul with `operand` inputs and f32
-/// accumulation and result: what the mixed-precision pass can gain here.
-pub fn matmul_flops_per_s(client: &Client, operand: DType) -> Result<f64> {
-    let n = 1024i64;
-    let t = format!("tensor<{n}x{n}x{}>", operand.mlir_name());
-    let prog = format!(
-        "module @peak {{ func.func public @main(%a: {t}, %b: {t}) -> tensor<{n}x{n}xf32> {{
-    %0 = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : ({t}, {t}) -> tensor<{n}x{n}xf32>
-    return %0 : tensor<{n}x{n}xf32> }} }}"
-    );
-    let exe = client.compile(&prog, &CompileOptions::default())?;
-    let halves = HostTensor::new(
-        TensorType::new(operand, [n, n]),
-        vec![0.5; (n * n) as usize],
-    )
-    .context("matmul operand")?;
-    let a = crate::exec::to_device(client, &halves, 0)?;
-    let mut times = Vec::new();
-    for i in 0..6 {
-        let t = Instant::now();
-        let out = exe.execute1(&[&a, &a])?;
-        out[0].block_until_ready()?;
-        if i > 0 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    Ok(2.0 * (n * n * n) as f64 / median(&mut times))
 }
 
 /// Synthetic data of the model's input types: uniform floats, zero ids (valid for any
@@ -103,12 +54,12 @@ pub struct BenchSpec<'a> {
     pub steps: usize,
     pub warmup: usize,
     pub peak_flops: Option<f64>,
-    pub passes: crate::step::Passes,
+    pub passes: train::step::Passes,
 }
 
 pub fn bench(client: &Client, spec: &BenchSpec) -> Result<serde_json::Value> {
     let t = Instant::now();
-    let (prog, report) = crate::train::build_train_step(
+    let (prog, report) = train::state::build_train_step(
         client,
         spec.model,
         &spec.optimizer,
@@ -119,7 +70,7 @@ pub fn bench(client: &Client, spec: &BenchSpec) -> Result<serde_json::Value> {
     let t = Instant::now();
     let _ = lower::lower(&prog.graph, &prog.lower_options())?;
     let lower_ms = t.elapsed().as_secs_f64() * 1e3;
-    let flops = crate::flops::matmul_flops(&prog.graph);
+    let flops = train::flops::matmul_flops(&prog.graph);
     let types = prog.data_types.clone();
     let c = compile_program(client, prog)?;
     let mem = c.exe.memory_stats()?;

@@ -7,9 +7,9 @@ use clap::{Args, Parser, Subcommand};
 use runtime::provision::{self, Backend, ClientRequest};
 
 use crate::config::TrainConfig;
-use crate::optim::Optimizer;
 use crate::registry;
-use crate::train::RunSpec;
+use train::learner::RunSpec;
+use train::optim::Optimizer;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -155,7 +155,7 @@ impl DeviceArgs {
 
 /// Devices the config's `[parallel]` plan needs.
 fn devices_needed(cfg: &TrainConfig) -> Result<usize> {
-    Ok(crate::parallel::Plan::from_config(&cfg.parallel)?.map_or(1, |p| p.num_devices()))
+    Ok(train::parallel::Plan::from_config(&cfg.parallel)?.map_or(1, |p| p.num_devices()))
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -222,7 +222,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| crate::train::default_out(&args.config.config));
+        .unwrap_or_else(|| train::learner::default_out(&args.config.config));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     if cfg.train.batch_size == 0 {
         bail!("config key `train.batch_size` must be at least 1");
@@ -232,7 +232,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     let steps = total_steps(&cfg, data.steps_per_epoch())?;
     let opt = optimizer(&cfg, steps)?;
     let client = args.device.client_for(devices_needed(&cfg)?)?;
-    let tokenizer = out.join(crate::data::tokenizer::TOKENIZER_FILE);
+    let tokenizer = out.join(data::tokenizer::TOKENIZER_FILE);
     let spec = RunSpec {
         model: model.as_ref(),
         optimizer: opt,
@@ -248,7 +248,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         resume: args.resume,
         extra_files: if tokenizer.is_file() {
             vec![(
-                crate::data::tokenizer::TOKENIZER_FILE.to_string(),
+                data::tokenizer::TOKENIZER_FILE.to_string(),
                 tokenizer.clone(),
             )]
         } else {
@@ -257,7 +257,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         peak_flops: cfg.train.peak_flops,
         passes: cfg.passes()?,
     };
-    let summary = crate::train::train(&client, &spec, data.as_mut())?;
+    let summary = train::learner::train(&client, &spec, data.as_mut())?;
     if let Some(bpb) = summary.get("eval_bits_per_byte").and_then(|v| v.as_f64()) {
         eprintln!("rxla: validation bits per byte {bpb:.4}");
     }
@@ -283,9 +283,9 @@ fn lower_cmd(args: &ConfigArgs) -> Result<()> {
     let steps = cfg.train.steps.unwrap_or(1).max(1);
     let opt = optimizer(&cfg, steps)?;
     let passes = cfg.passes()?;
-    let (prog, _) = if matches!(passes.remat, crate::step::Remat::Budget(_)) {
+    let (prog, _) = if matches!(passes.remat, train::step::Remat::Budget(_)) {
         let client = provision::client(&ClientRequest::default())?;
-        crate::train::build_train_step(
+        train::state::build_train_step(
             &client,
             model.as_ref(),
             &opt,
@@ -293,7 +293,7 @@ fn lower_cmd(args: &ConfigArgs) -> Result<()> {
             &passes,
         )?
     } else {
-        crate::step::train_step(
+        train::step::train_step(
             model.as_ref(),
             &opt,
             cfg.train.batch_size.max(1),
@@ -336,7 +336,7 @@ fn summary_cmd(args: &SummaryArgs) -> Result<()> {
     let steps = cfg.train.steps.unwrap_or(1).max(1);
     let opt = optimizer(&cfg, steps)?;
     let client = args.device.client_for(devices_needed(&cfg)?)?;
-    let (prog, report) = crate::train::build_train_step(
+    let (prog, report) = train::state::build_train_step(
         &client,
         model.as_ref(),
         &opt,

@@ -89,7 +89,7 @@ pub struct TrainConfig {
     pub schedule: ScheduleConfig,
     /// Device mesh and sharding (data, fsdp, tensor parallelism).
     #[serde(default)]
-    pub parallel: crate::parallel::ParallelConfig,
+    pub parallel: train::parallel::ParallelConfig,
 }
 
 impl TrainConfig {
@@ -110,9 +110,9 @@ impl TrainConfig {
     }
 
     /// The compiler passes and the sharding plan the config asks for.
-    pub fn passes(&self) -> Result<crate::step::Passes> {
+    pub fn passes(&self) -> Result<train::step::Passes> {
         let mut p = self.train.passes()?;
-        p.parallel = crate::parallel::Plan::from_config(&self.parallel)?;
+        p.parallel = train::parallel::Plan::from_config(&self.parallel)?;
         Ok(p)
     }
 
@@ -131,7 +131,7 @@ pub struct DataConfig {
     pub dataset: String,
     /// Text datasets: `{ kind = "bytes" }` or `{ kind = "bpe", vocab_size = N }`.
     #[serde(default)]
-    pub tokenizer: crate::data::tokenizer::TokenizerSpec,
+    pub tokenizer: data::tokenizer::TokenizerSpec,
     /// Text datasets: share of the text (at the end) held out for validation.
     #[serde(default = "default_val_fraction")]
     pub val_fraction: f64,
@@ -141,7 +141,7 @@ pub struct DataConfig {
 }
 
 fn default_val_fraction() -> f64 {
-    crate::data::text::DEFAULT_VAL_FRACTION
+    data::text::DEFAULT_VAL_FRACTION
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,11 +195,11 @@ fn default_grad_accum() -> usize {
 
 impl TrainSection {
     /// The compiler passes these keys ask for.
-    pub fn passes(&self) -> Result<crate::step::Passes> {
+    pub fn passes(&self) -> Result<train::step::Passes> {
         if self.grad_accum == 0 {
             bail!("config key `train.grad_accum` must be at least 1");
         }
-        Ok(crate::step::Passes {
+        Ok(train::step::Passes {
             precision: self.precision.parse()?,
             remat: self.remat.parse()?,
             grad_accum: self.grad_accum,
@@ -216,99 +216,7 @@ fn default_log_every() -> usize {
     50
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimizerKind {
-    Sgd,
-    Adam,
-    Adamw,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OptimizerConfig {
-    pub kind: OptimizerKind,
-    pub lr: f64,
-    /// SGD momentum (0 = plain SGD).
-    #[serde(default)]
-    pub momentum: f64,
-    #[serde(default)]
-    pub nesterov: bool,
-    #[serde(default = "default_beta1")]
-    pub beta1: f64,
-    #[serde(default = "default_beta2")]
-    pub beta2: f64,
-    #[serde(default = "default_eps")]
-    pub eps: f64,
-    /// Decoupled weight decay (AdamW); L2 added to the gradient for SGD/Adam. Only matrices
-    /// (rank >= 2) decay; biases and norm gains don't.
-    #[serde(default)]
-    pub weight_decay: f64,
-    /// Clip gradients to this global L2 norm (none when absent).
-    #[serde(default)]
-    pub clip_norm: Option<f64>,
-}
-
-fn default_beta1() -> f64 {
-    0.9
-}
-fn default_beta2() -> f64 {
-    0.999
-}
-fn default_eps() -> f64 {
-    1e-7
-}
-
-impl Default for OptimizerConfig {
-    fn default() -> Self {
-        OptimizerConfig {
-            kind: OptimizerKind::Adam,
-            lr: 1e-3,
-            momentum: 0.0,
-            nesterov: false,
-            beta1: default_beta1(),
-            beta2: default_beta2(),
-            eps: default_eps(),
-            weight_decay: 0.0,
-            clip_norm: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScheduleKind {
-    Constant,
-    /// Linear warmup, then cosine decay to `min_lr_ratio * lr` at the last step.
-    WarmupCosine,
-    /// Linear warmup, then linear decay to `min_lr_ratio * lr` at the last step.
-    WarmupLinear,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleConfig {
-    pub kind: ScheduleKind,
-    #[serde(default)]
-    pub warmup_steps: usize,
-    #[serde(default)]
-    pub min_lr_ratio: f64,
-    /// Steps over which the LR decays (default: `train.steps`). Fixing it lets a run be
-    /// stopped early and resumed to a later step with the same schedule.
-    #[serde(default)]
-    pub decay_steps: Option<usize>,
-}
-
-impl Default for ScheduleConfig {
-    fn default() -> Self {
-        ScheduleConfig {
-            kind: ScheduleKind::Constant,
-            warmup_steps: 0,
-            min_lr_ratio: 0.0,
-            decay_steps: None,
-        }
-    }
-}
+pub use train::optim::{OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind};
 
 #[cfg(test)]
 mod tests {

@@ -11,8 +11,8 @@ use models::Params;
 use rand::{Rng, SeedableRng};
 use runtime::{Buffer, Client, CompileOptions};
 
-use crate::checkpoint::{Checkpoint, NamedTensor};
-use crate::data::tokenizer::Tokenizer;
+use data::tokenizer::Tokenizer;
+use train::checkpoint::{Checkpoint, NamedTensor};
 
 #[derive(Debug, Clone)]
 pub struct SampleOptions {
@@ -43,7 +43,7 @@ impl Sampler {
         let mut p = Params::new();
         let tokens = g.input("tokens", TensorType::new(DType::I32, [1, t]))?;
         let pos = g.input("pos", TensorType::scalar(DType::I32))?;
-        let logits = model.logits(&mut g, &mut p, tokens, 1, None)?; // (1, T, V)
+        let logits = model.logits(&mut g, &mut p, tokens, None)?; // (1, T, V)
         let zero = g.scalar(0.0, DType::I32)?;
         let row = g.dynamic_slice(logits, &[zero, pos, zero], &[1, 1, cfg.vocab_size as i64])?;
         let row = g.reshape(row, [cfg.vocab_size as i64])?;
@@ -64,7 +64,7 @@ impl Sampler {
             .map(|a| p.specs.iter().position(|s| s.node == *a))
             .collect();
         let (_, exe) =
-            crate::exec::compile(client, &g, &Default::default(), &CompileOptions::default())?;
+            train::exec::compile(client, &g, &Default::default(), &CompileOptions::default())?;
         Ok(Sampler {
             client: client.clone(),
             exe,
@@ -177,14 +177,14 @@ pub fn from_run(
     opts: &SampleOptions,
 ) -> Result<(String, f64)> {
     let root = run.join("checkpoints");
-    let dir = crate::checkpoint::latest(&root)?.with_context(|| {
+    let dir = train::checkpoint::latest(&root)?.with_context(|| {
         format!(
             "no complete checkpoint in {}: train with --out {} first",
             root.display(),
             run.display()
         )
     })?;
-    let ckpt = crate::checkpoint::load(&dir)?;
+    let ckpt = train::checkpoint::load(&dir)?;
     let cfg: crate::config::TrainConfig = serde_json::from_value(ckpt.state.config.clone())
         .with_context(|| format!("reading the config stored in {}", dir.display()))?;
     if cfg.model_kind()? != "gpt" {
@@ -195,7 +195,7 @@ pub fn from_run(
         );
     }
     let gpt: GptConfig = cfg.model_config()?;
-    let tok_path = dir.join(crate::data::tokenizer::TOKENIZER_FILE);
+    let tok_path = dir.join(data::tokenizer::TOKENIZER_FILE);
     let tok =
         Tokenizer::load(&tok_path).with_context(|| format!("loading {}", tok_path.display()))?;
     let sampler = Sampler::new(client, &gpt, &ckpt.params)?;

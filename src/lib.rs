@@ -1,20 +1,11 @@
-//! rxla: trainer, data, checkpoints and CLI on top of the graph, lowering and PJRT runtime.
+//! rxla: the application on top of the trainer: config aggregation, the model and data
+//! registry, the CLI, bench, summary, generation, and the Keras-style API.
 
 mod alloc;
 pub mod bench;
-pub mod checkpoint;
 pub mod cli;
 pub mod config;
-pub mod data;
-pub mod exec;
-pub mod flops;
 pub mod generate;
-pub mod io;
 pub mod keras;
-pub mod metrics;
-pub mod optim;
-pub mod parallel;
 pub mod registry;
-pub mod step;
 pub mod summary;
-pub mod train;

@@ -6,8 +6,8 @@ use models::Model;
 use std::path::Path;
 
 use crate::config::TrainConfig;
-use crate::data::text::{LmData, LmOptions};
-use crate::train::DataSource;
+use data::text::{LmData, LmOptions};
+use data::DataSource;
 
 pub const MODELS: &[&str] = &["mlp", "cnn", "gpt"];
 
@@ -32,8 +32,8 @@ pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
 /// A language model's `model.vocab_size` comes from the tokenizer when the config leaves it out.
 pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
     let name = cfg.data.dataset.clone();
-    crate::data::package(&name)?;
-    if crate::data::text::CORPORA.iter().any(|(n, _)| *n == name) {
+    data::package(&name)?;
+    if data::text::CORPORA.iter().any(|(n, _)| *n == name) {
         let seq_len = cfg
             .model
             .get("seq_len")
@@ -72,9 +72,9 @@ pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
     }
     match name.as_str() {
         "mnist" => {
-            let train = crate::data::mnist::load("train").context("loading MNIST")?;
-            let test = crate::data::mnist::load("test").context("loading MNIST")?;
-            Ok(Box::new(crate::data::images::ImageClassification::new(
+            let train = data::mnist::load("train").context("loading MNIST")?;
+            let test = data::mnist::load("test").context("loading MNIST")?;
+            Ok(Box::new(data::images::ImageClassification::new(
                 train,
                 test,
                 cfg.train.batch_size,

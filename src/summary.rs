@@ -5,7 +5,7 @@ use anyhow::Result;
 use runtime::Client;
 use serde_json::json;
 
-use crate::step::StepProgram;
+use train::step::StepProgram;
 
 /// The summary of a train step program; compiled memory when a client is given.
 pub fn summarize(prog: &StepProgram, client: Option<&Client>) -> Result<serde_json::Value> {
@@ -24,7 +24,7 @@ pub fn summarize(prog: &StepProgram, client: Option<&Client>) -> Result<serde_js
     let mut out = json!({
         "parameters": params,
         "total_parameters": total,
-        "flops_per_step": crate::flops::matmul_flops(&prog.graph),
+        "flops_per_step": train::flops::matmul_flops(&prog.graph),
         "estimated_memory": {
             "parameter_bytes": param_bytes,
             "optimizer_state_bytes": state_bytes,
@@ -35,7 +35,7 @@ pub fn summarize(prog: &StepProgram, client: Option<&Client>) -> Result<serde_js
         out["sharding"] = sharding_plan(prog, sh);
     }
     if let Some(c) = client {
-        let compiled = crate::train::compile_program(c, prog.clone())?;
+        let compiled = train::state::compile_program(c, prog.clone())?;
         let m = compiled.exe.memory_stats()?;
         out["compiled_memory"] = json!({
             "argument_bytes": m.argument_bytes,
@@ -49,7 +49,7 @@ pub fn summarize(prog: &StepProgram, client: Option<&Client>) -> Result<serde_js
 }
 
 /// Each parameter's logical axes, mesh axes, per-device shape and bytes.
-fn sharding_plan(prog: &StepProgram, sh: &crate::parallel::ProgramSharding) -> serde_json::Value {
+fn sharding_plan(prog: &StepProgram, sh: &train::parallel::ProgramSharding) -> serde_json::Value {
     let axes =
         |v: &[Option<String>]| -> Vec<serde_json::Value> { v.iter().map(|a| json!(a)).collect() };
     let mut total = 0usize;
@@ -109,34 +109,6 @@ fn human(bytes: f64) -> String {
     format!("{v:.1} {}", units[u])
 }
 
-/// The pipeline schedule and where each stage's layers run.
-pub fn pipeline_text(p: &serde_json::Value) -> String {
-    let mut out = format!(
-        "Pipeline: GPipe, {} stages x {} microbatches, {} iterations, bubble (S-1)/(M+S-1) = {:.3}\n",
-        p["stages"],
-        p["microbatches"],
-        p["iterations"],
-        p["bubble_fraction"].as_f64().unwrap_or(0.0)
-    );
-    for s in p["placement"].as_array().into_iter().flatten() {
-        let list = |v: &serde_json::Value| -> String {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .map(|x| x.as_str().map_or_else(|| x.to_string(), String::from))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        out.push_str(&format!(
-            "  stage {} on devices [{}]: layers {}\n",
-            s["stage"],
-            list(&s["devices"]),
-            list(&s["layers"])
-        ));
-    }
-    out
-}
-
 /// The summary as a table.
 pub fn render(s: &serde_json::Value) -> String {
     let mut out = String::new();
@@ -189,7 +161,7 @@ pub fn render(s: &serde_json::Value) -> String {
         }
         out.push_str(&rule);
         if let Some(p) = sh.get("pipeline") {
-            out.push_str(&pipeline_text(p));
+            out.push_str(&train::step::pipeline_text(p));
         }
         out.push_str(&format!(
             "Per device: parameters {}, optimizer state {}\n",

@@ -2,8 +2,8 @@
 
 #[test]
 fn mnist_loads_both_splits() {
-    let train = rxla::data::mnist::load("train").unwrap();
-    let test = rxla::data::mnist::load("test").unwrap();
+    let train = data::mnist::load("train").unwrap();
+    let test = data::mnist::load("test").unwrap();
     assert_eq!((train.n, test.n), (60_000, 10_000));
     assert_eq!(train.hwc, (28, 28, 1));
     assert_eq!(train.images.len(), 60_000 * 784);
@@ -17,5 +17,5 @@ fn mnist_loads_both_splits() {
         counts[l as usize] += 1;
     }
     assert_eq!(counts[1], 1135);
-    assert!(rxla::data::mnist::load("validation").is_err());
+    assert!(data::mnist::load("validation").is_err());
 }

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use rxla::data::text::{corpus_files, load_corpus, split_text, LmData, LmOptions, Split};
-use rxla::data::tokenizer::{Tokenizer, TokenizerSpec, TOKENIZER_FILE};
-use rxla::exec::HostArray;
-use rxla::train::DataSource;
+use data::text::{corpus_files, load_corpus, split_text, LmData, LmOptions, Split};
+use data::tokenizer::{Tokenizer, TokenizerSpec, TOKENIZER_FILE};
+use data::DataSource;
+use data::HostArray;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("rxla-data-text-{name}-{}", std::process::id()));

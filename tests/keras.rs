@@ -2,12 +2,13 @@
 //! gradients against finite differences, fit/evaluate/predict/weights, each callback's effect.
 
 use std::path::PathBuf;
+use train::exec::ToDevice;
 
+use ::data::HostArray;
 use graph::gradcheck::{check, interp_evaluator, GradCase, Lcg, Tolerance};
 use graph::interp::HostTensor;
 use graph::Graph;
 use models::{Mode, Params};
-use rxla::exec::HostArray;
 use rxla::keras::tensorboard::read_events;
 use rxla::keras::*;
 
@@ -387,7 +388,6 @@ impl models::Model for Distill<'_> {
             loss: g.mean_all(per)?,
             per_example: vec![("loss".into(), per)],
             rng_seed: None,
-            stages: vec![],
             updates: vec![],
         })
     }
@@ -400,15 +400,15 @@ fn a_frozen_model_feeds_another_models_step() {
     let mut teacher = mk().seed(1);
     let student = mk().seed(2);
     let before = teacher.get_weights().unwrap();
-    let opt: rxla::optim::Optimizer = Adam::new(0.05).into();
-    let prog = rxla::step::train_step(
+    let opt: train::optim::Optimizer = Adam::new(0.05).into();
+    let prog = train::step::train_step(
         &Distill {
             teacher: &teacher,
             student: &student,
         },
         &opt,
         32,
-        &rxla::step::Passes::default(),
+        &train::step::Passes::default(),
         None,
     )
     .unwrap()
@@ -416,8 +416,8 @@ fn a_frozen_model_feeds_another_models_step() {
     // x, then the teacher's kernel and bias as they are (not batch-shaped).
     let dims: Vec<Vec<i64>> = prog.data_types.iter().map(|t| t.dims().to_vec()).collect();
     assert_eq!(dims, vec![vec![32, 4], vec![4, 3], vec![3]]);
-    let c = rxla::train::compile_program(&client, prog).unwrap();
-    let mut st = rxla::train::TrainState::init(&client, &c.prog, 2).unwrap();
+    let c = train::state::compile_program(&client, prog).unwrap();
+    let mut st = train::state::TrainState::init(&client, &c.prog, 2).unwrap();
     let xh = toy(32, 12).x;
     let x = xh
         .to_sharded(&client, &runtime::ShardLayout::replicated(xh.dims(), 1))
@@ -425,12 +425,12 @@ fn a_frozen_model_feeds_another_models_step() {
     let tw = &teacher.state.as_ref().unwrap().params;
     let mut data = vec![&x];
     data.extend(tw.iter());
-    let first = rxla::train::run_train_step_on(&client, &c, &mut st, &data)
+    let first = train::state::run_train_step_on(&client, &c, &mut st, &data)
         .unwrap()
         .0;
     let mut last = first;
     for _ in 0..50 {
-        last = rxla::train::run_train_step_on(&client, &c, &mut st, &data)
+        last = train::state::run_train_step_on(&client, &c, &mut st, &data)
             .unwrap()
             .0;
     }

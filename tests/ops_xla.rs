@@ -35,13 +35,13 @@ impl Xla {
         let exe = &self.cache[&mlir];
         let bufs: Vec<Buffer> = args
             .iter()
-            .map(|a| rxla::exec::to_device(&self.client, a, 0))
+            .map(|a| train::exec::to_device(&self.client, a, 0))
             .collect::<Result<_, _>>()
             .map_err(|e| e.to_string())?;
         let refs: Vec<&Buffer> = bufs.iter().collect();
         let out = exe.execute1(&refs).map_err(|e| e.to_string())?;
         out.iter()
-            .map(|b| rxla::exec::to_host(b).map_err(|e| e.to_string()))
+            .map(|b| train::exec::to_host(b).map_err(|e| e.to_string()))
             .collect()
     }
 }

@@ -6,13 +6,13 @@ mod common;
 use common::{metrics, rxla_err, rxla_ok, tmp_dir, train_ok};
 use std::path::{Path, PathBuf};
 
+use data::HostArray;
 use models::gpt::{Gpt, GptConfig};
 use rxla::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
-use rxla::exec::HostArray;
-use rxla::optim::Optimizer;
-use rxla::parallel::{ParallelConfig, Plan};
-use rxla::step::Passes;
-use rxla::train::{build_train_step, compile_program, run_train_step, TrainState};
+use train::optim::Optimizer;
+use train::parallel::{ParallelConfig, Plan};
+use train::state::{build_train_step, compile_program, run_train_step, TrainState};
+use train::step::Passes;
 
 const B: usize = 8;
 const T: usize = 16;

@@ -1,12 +1,12 @@
 //! The compiler passes on a real model's train step: gradient accumulation equals the
 //! full batch, remat is exact and saves memory, a remat budget fits, bf16 tracks f32.
 
+use data::HostArray;
 use models::gpt::{Gpt, GptConfig};
 use rxla::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
-use rxla::exec::HostArray;
-use rxla::optim::Optimizer;
-use rxla::step::{Passes, Precision, Remat};
-use rxla::train::{build_train_step, compile_program, run_train_step, Compiled, TrainState};
+use train::optim::Optimizer;
+use train::state::{build_train_step, compile_program, run_train_step, Compiled, TrainState};
+use train::step::{Passes, Precision, Remat};
 
 fn gpt() -> Gpt {
     Gpt(GptConfig {

@@ -140,14 +140,14 @@ fn compile(client: &runtime::Client, g: &Graph) -> Compiled {
 fn run(client: &runtime::Client, c: &Compiled, args: &[HostTensor]) -> Vec<HostTensor> {
     let bufs: Vec<Buffer> = args
         .iter()
-        .map(|a| rxla::exec::to_device(client, a, 0).unwrap())
+        .map(|a| train::exec::to_device(client, a, 0).unwrap())
         .collect();
     let refs: Vec<&Buffer> = bufs.iter().collect();
     c.exe
         .execute1(&refs)
         .unwrap()
         .iter()
-        .map(|b| rxla::exec::to_host(b).unwrap())
+        .map(|b| train::exec::to_host(b).unwrap())
         .collect()
 }
 

@@ -52,7 +52,7 @@ fn wrong_version_or_missing_functions_are_refused() {
 
 #[test]
 fn openxla_081_plugin_runs_the_same_program() {
-    let dir = runtime::fetch::ensure_package(&runtime::provision::HEADER_PACKAGE).unwrap();
+    let dir = files::fetch::ensure_package(&runtime::provision::HEADER_PACKAGE).unwrap();
     let plugin = Plugin::load(dir.join("xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so")).unwrap();
     assert_eq!(plugin.api_version(), (0, 81));
     let client = Client::new(plugin, &CreateOptions::new().cpu_device_count(2)).unwrap();

@@ -353,7 +353,7 @@ fn not_a_plugin_is_a_clear_error() {
 
 #[test]
 fn sha256_mismatch_installs_nothing() {
-    use runtime::fetch::{ensure_package_in, PinnedPackage, Registry};
+    use files::fetch::{ensure_package_in, PinnedPackage, Registry};
     let root = std::env::temp_dir().join(format!("rxla-sha-{}", std::process::id()));
     let pkg = PinnedPackage {
         registry: Registry::PipWheel,

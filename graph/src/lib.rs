@@ -33,5 +33,6 @@ pub use passes::{
     mixed_precision, remat, NodeTag, PrecisionPolicy, PrecisionReport, RegionId, RegionPolicy,
     Regions, RematPolicy, RematReport,
 };
+pub use passes::{vmap, VmapSpec, Vmapped};
 pub use types::{DType, NodeType, Shape, TensorType};
 pub use verify::{verify, VerifyError};

@@ -102,6 +102,14 @@ impl Graph {
     /// `labels [..]`: logsumexp minus the labelled logit, averaged.
     #[track_caller]
     pub fn cross_entropy(&mut self, logits: NodeId, labels: NodeId) -> Result<NodeId> {
+        let l = self.softmax_cross_entropy(logits, labels)?;
+        self.mean_all(l)
+    }
+
+    /// Softmax cross-entropy per position: `logits [.., C]`, integer `labels [..]` ->
+    /// `[..]`, logsumexp minus the labelled logit.
+    #[track_caller]
+    pub fn softmax_cross_entropy(&mut self, logits: NodeId, labels: NodeId) -> Result<NodeId> {
         let lt = self.ty(logits)?.clone();
         let bt = self.ty(labels)?.clone();
         if lt.rank() == 0 || bt.dims() != &lt.dims()[..lt.rank() - 1] || !bt.dtype.is_int() {
@@ -115,8 +123,7 @@ impl Graph {
         let oh = self.one_hot(labels, lt.dims()[c], lt.dtype)?;
         let picked = self.mul(logits, oh)?;
         let picked = self.reduce_sum(picked, &[c])?;
-        let l = self.sub(lse, picked)?;
-        self.mean_all(l)
+        self.sub(lse, picked)
     }
 
     /// Mean binary cross-entropy of sigmoid(logits) against targets in [0, 1]:

@@ -6,8 +6,9 @@
 use graph::{DType, Graph, Padding, TensorType};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{conv2d, dense, flatten};
-use crate::{classification_head, Forward, Mode, Model, Params};
+use nn::conv::flatten;
+use nn::loss::classification_head;
+use nn::{Conv2d, Forward, Linear, Mode, Model, Params};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,30 +52,31 @@ impl Model for Cnn {
         let y = g.input("labels", TensorType::new(DType::I32, [b]))?;
         // Each conv stage is a region: the unit the remat pass recomputes.
         let x1 = g.region("stage0", |g| -> graph::Result<_> {
-            let x1 = conv2d(g, p, "conv0", x, 32, [3, 3], Padding::Valid)?; // (B, 26, 26, 32)
+            let x1 = Conv2d::new(32, (3, 3)).apply(g, p, "conv0", x)?; // (B, 26, 26, 32)
             let x1 = g.relu(x1)?;
             g.max_pool2d(x1, [2, 2], [2, 2], Padding::Valid) // (B, 13, 13, 32)
         })?;
         let x2 = g.region("stage1", |g| -> graph::Result<_> {
-            let x2 = conv2d(g, p, "conv1", x1, 64, [3, 3], Padding::Valid)?; // (B, 11, 11, 64)
+            let x2 = Conv2d::new(64, (3, 3)).apply(g, p, "conv1", x1)?; // (B, 11, 11, 64)
             let x2 = g.relu(x2)?;
             g.max_pool2d(x2, [2, 2], [2, 2], Padding::Valid) // (B, 5, 5, 64)
         })?;
         let x3 = g.region("stage2", |g| -> graph::Result<_> {
-            let x3 = conv2d(g, p, "conv2", x2, 64, [3, 3], Padding::Valid)?; // (B, 3, 3, 64)
+            let x3 = Conv2d::new(64, (3, 3)).apply(g, p, "conv2", x2)?; // (B, 3, 3, 64)
             g.relu(x3)
         })?;
         let f = flatten(g, x3)?; // (B, 576)
-        let d = dense(g, p, "dense0", f, 64)?; // (B, 64)
+        let dense0 = Linear::new([64]).declare(g, p, "dense0", g.dims(f)?[1])?;
+        let d = dense0.apply(g, f)?; // (B, 64)
         let d = g.relu(d)?;
-        let logits = dense(g, p, "dense1", d, self.0.classes)?; // (B, 10)
+        let head = Linear::new([self.0.classes as i64]).declare(g, p, "dense1", 64)?;
+        let logits = head.apply(g, d)?; // (B, 10)
         let (loss, per_example) = classification_head(g, logits, y)?;
         Ok(Forward {
             inputs: vec![x, y],
             loss,
             per_example,
             rng_seed: None,
-            stages: Vec::new(),
             updates: Vec::new(),
         })
     }

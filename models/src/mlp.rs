@@ -3,8 +3,9 @@
 use graph::{DType, Graph, TensorType};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{dense, flatten};
-use crate::{classification_head, Forward, Mode, Model, Params};
+use nn::conv::flatten;
+use nn::loss::classification_head;
+use nn::{Forward, Linear, Mode, Model, Params};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,17 +47,20 @@ impl Model for Mlp {
         let y = g.input("labels", TensorType::new(DType::I32, [batch as i64]))?;
         let mut h = flatten(g, x)?; // (B, D)
         for (i, &units) in c.hidden.iter().enumerate() {
-            h = dense(g, p, &format!("dense{i}"), h, units)?;
+            let d_in = g.dims(h)?[1];
+            let dense = Linear::new([units as i64]).declare(g, p, &format!("dense{i}"), d_in)?;
+            h = dense.apply(g, h)?;
             h = g.relu(h)?;
         }
-        let logits = dense(g, p, "out", h, c.classes)?; // (B, classes)
+        let d_in = g.dims(h)?[1];
+        let out = Linear::new([c.classes as i64]).declare(g, p, "out", d_in)?;
+        let logits = out.apply(g, h)?; // (B, classes)
         let (loss, per_example) = classification_head(g, logits, y)?;
         Ok(Forward {
             inputs: vec![x, y],
             loss,
             per_example,
             rng_seed: None,
-            stages: Vec::new(),
             updates: Vec::new(),
         })
     }

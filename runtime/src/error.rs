@@ -42,21 +42,15 @@ pub enum Error {
     BufferDeleted(&'static str),
     #[error("cannot provision the {backend} PJRT plugin: {reason}")]
     Provision { backend: String, reason: String },
+    /// Fetching the plugin's package or another file-layer failure.
+    #[error(transparent)]
+    Files(#[from] files::Error),
     #[error("{context}: {source}")]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
     },
-}
-
-impl Error {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
-    }
 }
 
 /// `PJRT_Error_Code` (absl status codes).

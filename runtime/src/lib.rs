@@ -12,7 +12,6 @@ mod client;
 mod dtype;
 mod error;
 mod executable;
-pub mod fetch;
 pub mod ffi;
 mod plugin;
 mod proto;

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::client::{Client, CreateOptions};
 use crate::error::{Error, Result};
-use crate::fetch::{ensure_package, PinnedPackage, Registry};
 use crate::plugin::Plugin;
+use files::fetch::{ensure_package, PinnedPackage, Registry};
 
 /// Which kind of device to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

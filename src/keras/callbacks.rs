@@ -179,7 +179,7 @@ impl Callback for CsvLogger {
             .map(|k| logs.get(k).map(|v| v.to_string()).unwrap_or_default())
             .collect();
         self.text.push_str(&format!("{epoch},{}\n", vals.join(",")));
-        crate::io::write_atomic(&self.path, self.text.as_bytes())
+        Ok(files::write_atomic(&self.path, self.text.as_bytes())?)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::exec::HostArray;
+use data::HostArray;
 
 /// `x` and optional `y` with the same number of examples.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ impl Dataset {
 
     /// MNIST split `train` or `test`: images `[n, 28, 28, 1]` in [0, 1], integer labels.
     pub fn mnist(split: &str) -> Result<Dataset> {
-        let s = crate::data::mnist::load(split)?;
+        let s = data::mnist::load(split)?;
         let (h, w, c) = s.hwc;
         Dataset::new(
             HostArray::F32 {

@@ -124,7 +124,7 @@ pub fn fit_loop(
             cb.on_epoch_begin(epoch, &mut cx)?;
         }
         let mut batches = if opts.shuffle {
-            crate::data::epoch_batches(data.len(), bs, opts.seed, epoch as u64)
+            data::epoch_batches(data.len(), bs, opts.seed, epoch as u64)
         } else {
             let all: Vec<usize> = (0..data.len()).collect();
             all.chunks_exact(bs).map(|c| c.to_vec()).collect()

@@ -1,7 +1,7 @@
 //! Keras layers: each builds its graph nodes (without its activation) from a [`Ctx`].
 
 use graph::{DType, Graph, NodeId, Padding, TensorType};
-use models::{Init, Mode, Params};
+use nn::{Init, Mode, Params, Weights};
 
 /// Keras activations, applied by the model after a layer's own computation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,29 +77,30 @@ impl<'a> Ctx<'a> {
         r
     }
 
-    fn full_name(&self, name: &str) -> String {
-        let mut s = self.scope.join(".");
-        s.push('.');
-        s.push_str(name);
-        s
+    /// The graph and a view of the weights, borrowed apart so `nn` layers can take both.
+    pub fn split(&mut self) -> (&mut Graph, CtxWeights<'_>) {
+        (
+            &mut *self.g,
+            CtxWeights {
+                p: &mut *self.p,
+                frozen: self.frozen,
+                frozen_weights: &mut self.frozen_weights,
+                scope: &mut self.scope,
+            },
+        )
     }
 
     /// A trainable weight (a data input when frozen).
     #[track_caller]
     pub fn weight(&mut self, name: &str, ty: TensorType, init: Init) -> graph::Result<NodeId> {
-        let full = self.full_name(name);
-        if self.frozen {
-            let n = self.g.input(&format!("frozen.{full}"), ty)?;
-            self.frozen_weights.push((full, n));
-            return Ok(n);
-        }
-        self.p.declare(self.g, &full, ty, init)
+        let (g, mut w) = self.split();
+        w.weight(g, name, ty, init, &[])
     }
 
     /// A non-trainable weight, changed only through [`Ctx::updates`].
     #[track_caller]
     pub fn state(&mut self, name: &str, ty: TensorType, init: Init) -> graph::Result<NodeId> {
-        let full = self.full_name(name);
+        let full = full_name(&self.scope, name);
         if !self.frozen {
             self.non_trainable.push(full);
         }
@@ -120,6 +121,48 @@ impl<'a> Ctx<'a> {
 
     pub fn training(&self) -> bool {
         self.mode == Mode::Train
+    }
+}
+
+fn full_name(scope: &[String], name: &str) -> String {
+    let mut s = scope.join(".");
+    s.push('.');
+    s.push_str(name);
+    s
+}
+
+/// A [`Ctx`]'s weights as `nn` layers see them: named `layer.weight`, turned into data
+/// inputs when the model is frozen.
+pub struct CtxWeights<'c> {
+    p: &'c mut Params,
+    frozen: bool,
+    frozen_weights: &'c mut Vec<(String, NodeId)>,
+    scope: &'c mut Vec<String>,
+}
+
+impl Weights for CtxWeights<'_> {
+    #[track_caller]
+    fn weight(
+        &mut self,
+        g: &mut Graph,
+        name: &str,
+        ty: TensorType,
+        init: Init,
+        axes: &[nn::axis::Axis],
+    ) -> graph::Result<NodeId> {
+        let full = full_name(self.scope, name);
+        if self.frozen {
+            let n = g.input(&format!("frozen.{full}"), ty)?;
+            self.frozen_weights.push((full, n));
+            return Ok(n);
+        }
+        self.p.declare_axes(g, &full, ty, init, axes)
+    }
+    fn push_scope(&mut self, name: &str) {
+        self.scope.push(name.to_string());
+    }
+    fn pop_scope(&mut self) {
+        self.scope.pop();
     }
 }
 
@@ -194,21 +237,11 @@ impl Layer for Dense {
     }
     fn call(&self, cx: &mut Ctx, x: NodeId) -> graph::Result<NodeId> {
         let d_in = *cx.g.dims(x)?.last().unwrap_or(&1);
-        let u = self.units as i64;
-        let w = cx.weight(
-            "kernel",
-            TensorType::f32([d_in, u]),
-            Init::GlorotUniform {
-                fan_in: d_in as usize,
-                fan_out: self.units,
-            },
-        )?;
-        let y = cx.g.matmul(x, w)?;
-        if !self.use_bias {
-            return Ok(y);
-        }
-        let b = cx.weight("bias", TensorType::f32([u]), Init::Zeros)?;
-        cx.g.add(y, b)
+        let (g, mut w) = cx.split();
+        let dense = nn::Linear::new([self.units as i64])
+            .bias(self.use_bias)
+            .declare(g, &mut w, "", d_in)?;
+        dense.apply(g, x)
     }
 }
 
@@ -260,26 +293,14 @@ impl Layer for Conv2D {
         self.activation
     }
     fn call(&self, cx: &mut Ctx, x: NodeId) -> graph::Result<NodeId> {
-        let d = cx.g.dims(x)?.to_vec();
-        if d.len() != 4 {
-            return Err(graph::GraphError::Invalid(format!(
-                "Conv2D needs (batch, height, width, channels) input, got {d:?}: add a Reshape"
-            )));
-        }
-        let (kh, kw) = self.kernel;
-        let c_in = d[3] as usize;
-        let k = cx.weight(
-            "kernel",
-            TensorType::f32([kh as i64, kw as i64, c_in as i64, self.filters as i64]),
-            Init::GlorotUniform {
-                fan_in: kh * kw * c_in,
-                fan_out: kh * kw * self.filters,
-            },
-        )?;
-        let b = cx.weight("bias", TensorType::f32([self.filters as i64]), Init::Zeros)?;
-        let s = [self.strides.0 as i64, self.strides.1 as i64];
-        let y = cx.g.conv2d(x, k, s, self.padding.clone(), [1, 1])?;
-        cx.g.add(y, b)
+        let conv = nn::Conv2d {
+            filters: self.filters,
+            kernel: self.kernel,
+            strides: self.strides,
+            padding: self.padding.clone(),
+        };
+        let (g, mut w) = cx.split();
+        conv.apply(g, &mut w, "", x)
     }
 }
 
@@ -347,14 +368,13 @@ impl Layer for Pooling2D {
         }
     }
     fn call(&self, cx: &mut Ctx, x: NodeId) -> graph::Result<NodeId> {
-        let size = [self.pool_size.0 as i64, self.pool_size.1 as i64];
-        let s = self.strides.unwrap_or(self.pool_size);
-        let s = [s.0 as i64, s.1 as i64];
-        if self.max {
-            cx.g.max_pool2d(x, size, s, self.padding.clone())
-        } else {
-            cx.g.avg_pool2d(x, size, s, self.padding.clone())
+        nn::Pool2d {
+            max: self.max,
+            size: self.pool_size,
+            strides: self.strides,
+            padding: self.padding.clone(),
         }
+        .apply(cx.g, x)
     }
 }
 
@@ -376,7 +396,7 @@ impl Layer for Flatten {
         "flatten"
     }
     fn call(&self, cx: &mut Ctx, x: NodeId) -> graph::Result<NodeId> {
-        models::layers::flatten(cx.g, x)
+        nn::conv::flatten(cx.g, x)
     }
 }
 
@@ -484,17 +504,14 @@ impl Layer for Embedding {
         DType::I32
     }
     fn call(&self, cx: &mut Ctx, x: NodeId) -> graph::Result<NodeId> {
-        let t = cx.weight(
-            "embeddings",
-            TensorType::f32([self.input_dim as i64, self.output_dim as i64]),
+        let table = nn::Embedding::new(
+            self.input_dim as i64,
+            self.output_dim as i64,
             Init::Uniform { limit: 0.05 },
-        )?;
-        let ids = if cx.g.dtype(x)?.is_int() {
-            x
-        } else {
-            cx.g.convert(x, DType::I32)?
-        };
-        cx.g.gather(t, ids)
+        );
+        let (g, mut w) = cx.split();
+        let t = table.declare(g, &mut w, "embeddings")?;
+        nn::embedding::lookup(g, t, x)
     }
 }
 
@@ -607,8 +624,8 @@ impl Layer for LayerNormalization {
     }
     fn call(&self, cx: &mut Ctx, x: NodeId) -> graph::Result<NodeId> {
         let c = *cx.g.dims(x)?.last().unwrap_or(&1);
-        let gamma = cx.weight("gamma", TensorType::f32([c]), Init::Ones)?;
-        let beta = cx.weight("beta", TensorType::f32([c]), Init::Zeros)?;
-        cx.g.layer_norm(x, gamma, beta, self.epsilon)
+        let (g, mut w) = cx.split();
+        let ln = nn::LayerNorm::new(self.epsilon).declare(g, &mut w, "", c)?;
+        ln.apply(g, x)
     }
 }

@@ -9,18 +9,19 @@ use anyhow::{bail, Context, Result};
 use graph::{DType, Graph, NodeId, TensorType};
 use models::{Forward, Mode, Model, Params};
 use runtime::{Client, ShardLayout, ShardedArray};
+use train::exec::ToDevice;
 
 use super::data::{examples, rows, Dataset};
 use super::fit::{fit_loop, FitOptions, History, Logs, TrainStep};
 use super::layers::{Ctx, Layer};
 use super::loss::{metric_per_example, Loss, Metric, Output};
-use crate::checkpoint::{Checkpoint, NamedTensor};
-use crate::exec::HostArray;
-use crate::optim::Optimizer;
-use crate::step::{eval_step, train_step, Passes};
-use crate::train::{
+use data::HostArray;
+use train::checkpoint::{Checkpoint, NamedTensor};
+use train::optim::Optimizer;
+use train::state::{
     arguments, compile_program, execute_sharded, run_train_step, Compiled, StepScalars, TrainState,
 };
+use train::step::{eval_step, train_step, Passes};
 
 thread_local! {
     static CLIENT: std::cell::RefCell<Option<Rc<Client>>> = const { std::cell::RefCell::new(None) };
@@ -284,10 +285,10 @@ impl Sequential {
             .collect();
         let c = &self.programs[&(Program::Eval, batch_size)];
         if let Some((first, _)) = batches.first() {
-            crate::train::check_data(&c.prog, first, "evaluation")?;
+            train::state::check_data(&c.prog, first, "evaluation")?;
         }
         let st = self.state.as_ref().context("weights")?;
-        let (sums, n) = crate::train::evaluate(&client, c, &st.params, &batches)?;
+        let (sums, n) = train::state::evaluate(&client, c, &st.params, &batches)?;
         let mut logs = Logs::default();
         for (name, s) in c.prog.per_example.iter().zip(sums) {
             logs.insert(name.clone(), s / n.max(1) as f64);
@@ -305,7 +306,7 @@ impl Sequential {
         let mut dims = Vec::new();
         for (idx, valid) in padded_batches(examples(x), batch_size) {
             let xb = rows(x, &idx);
-            crate::train::check_data(&c.prog, std::slice::from_ref(&xb), "prediction")?;
+            train::state::check_data(&c.prog, std::slice::from_ref(&xb), "prediction")?;
             let buf = xb.to_sharded(&client, &ShardLayout::replicated(xb.dims(), 1))?;
             let args = arguments(&c.prog, &st.params, &[], StepScalars::default(), &[&buf])?;
             let out = execute_sharded(c, &args)?;
@@ -339,12 +340,12 @@ impl Sequential {
     /// Writes the weights to a safetensors file (atomically).
     pub fn save_weights(&mut self, path: &Path) -> Result<()> {
         let w = self.get_weights()?;
-        crate::checkpoint::write_tensors(path, &w)
+        train::checkpoint::write_tensors(path, &w)
     }
 
     /// Loads weights saved by `save_weights` (names and shapes must match the layers).
     pub fn load_weights(&mut self, path: &Path) -> Result<()> {
-        let tensors = crate::checkpoint::read_tensors(path)?;
+        let tensors = train::checkpoint::read_tensors(path)?;
         self.ensure_state(Program::Predict, 1)?;
         let client = client()?;
         let prog = &self.programs[&(Program::Predict, 1)].prog;
@@ -400,7 +401,7 @@ impl TrainStep for Sequential {
         let arrays = vec![batch.x.clone(), y.clone()];
         let st = self.state.as_mut().context("weights")?;
         if st.step == 0 {
-            crate::train::check_data(&c.prog, &arrays, "training")?;
+            train::state::check_data(&c.prog, &arrays, "training")?;
         }
         let (loss, _, _) = run_train_step(&client, c, st, &arrays)?;
         let mut logs = Logs::default();
@@ -458,7 +459,6 @@ impl Model for Net<'_> {
                 loss: zero,
                 per_example: vec![("prediction".into(), out.y)],
                 rng_seed,
-                stages: Vec::new(),
                 updates,
             });
         };
@@ -476,7 +476,6 @@ impl Model for Net<'_> {
             loss: mean,
             per_example,
             rng_seed,
-            stages: Vec::new(),
             updates,
         })
     }

@@ -1,7 +1,7 @@
 //! Keras optimizer constructors over rxla's graph optimizers.
 
 use crate::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
-use crate::optim::Optimizer;
+use train::optim::Optimizer;
 
 fn constant(opt: OptimizerConfig) -> Optimizer {
     Optimizer {

@@ -34,6 +34,7 @@ pub mod region;
 pub mod remat;
 #[cfg(test)]
 mod tests;
+pub mod vmap;
 
 pub use precision::{mixed_precision, PrecisionPolicy, PrecisionReport};
 pub use region::{node_bytes, residuals, NodeTag, RegionId, Regions};
@@ -41,6 +42,7 @@ pub use remat::{
     estimate, remat, remat_within, RegionEstimate, RegionPolicy, RegionRemat, RematEstimate,
     RematPolicy, RematReport,
 };
+pub use vmap::{vmap, VmapSpec, Vmapped};
 
 use crate::error::Result;
 use crate::ir::{Graph, Location, NodeId};

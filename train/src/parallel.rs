@@ -9,7 +9,7 @@
 use anyhow::{bail, Result};
 use graph::{Sharding, TensorType};
 use lower::Mesh;
-use models::ParamSpec;
+use nn::ParamSpec;
 use runtime::ShardLayout;
 use serde::{Deserialize, Serialize};
 
@@ -152,9 +152,9 @@ impl Plan {
     }
 
     /// The pipeline schedule, when the mesh has stages.
-    pub fn pipeline(&self) -> Option<models::Pipeline> {
+    pub fn pipeline(&self) -> Option<crate::pipeline::Pipeline> {
         let stages = self.mesh.size(STAGE) as usize;
-        (stages > 1).then_some(models::Pipeline {
+        (stages > 1).then_some(crate::pipeline::Pipeline {
             stages,
             microbatches: self.microbatches,
         })
@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(pp.describe(), "stage=2 x data=2");
         assert_eq!(
             pp.pipeline(),
-            Some(models::Pipeline {
+            Some(crate::pipeline::Pipeline {
                 stages: 2,
                 microbatches: 4
             })

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
-use crate::io::write_atomic;
+use files::write_atomic;
 
 const FORMAT: u32 = 1;
 const PARAMS: &str = "params.safetensors";
@@ -97,7 +97,7 @@ fn from_safetensors(bytes: &[u8], what: &Path) -> Result<Vec<NamedTensor>> {
 
 /// Writes named tensors to one safetensors file (atomically).
 pub fn write_tensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
-    write_atomic(path, &to_safetensors(tensors)?)
+    Ok(write_atomic(path, &to_safetensors(tensors)?)?)
 }
 
 /// Reads every tensor of a safetensors file (F32 only).

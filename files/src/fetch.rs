@@ -181,8 +181,8 @@ fn fetch_into(pkg: &PinnedPackage, tmp: &Path, dest: &Path) -> Result<()> {
 }
 
 fn fetch_err(pkg: &PinnedPackage, reason: String) -> Error {
-    Error::Provision {
-        backend: pkg.spec(),
+    Error::Fetch {
+        package: pkg.spec(),
         reason,
     }
 }

@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 
-use super::{epoch_batches, ImageSet};
-use crate::exec::HostArray;
-use crate::train::DataSource;
+use crate::datasets::{epoch_batches, ImageSet};
+use crate::host::HostArray;
+use crate::source::DataSource;
 
 /// Shuffled training batches (per epoch, from the seed) and a padded evaluation set.
 pub struct ImageClassification {

@@ -3,7 +3,11 @@
 
 use anyhow::{Context, Result};
 use graph::{DType, Graph, NodeId, TensorType};
-use models::{Mode, Model, ParamSpec, Params};
+use std::rc::Rc;
+
+use nn::{Mode, Model, ParamSpec, Params, RepeatHook};
+
+use crate::pipeline::{Gpipe, Pipeline};
 
 use crate::optim::{slot_type, Optimizer};
 use crate::parallel::{Plan, ProgramSharding};
@@ -366,15 +370,30 @@ struct MicroMeta {
 fn micro_step(
     model: &dyn Model,
     batch: usize,
-    pipe: Option<models::Pipeline>,
+    pipe: Option<Pipeline>,
 ) -> Result<(Graph, MicroMeta)> {
     let mut g = Graph::new("micro_step");
     let mut p = Params::new();
-    let fwd = match pipe {
-        Some(pipe) => model.forward_pipelined(&mut g, &mut p, batch, Mode::Train, pipe),
-        None => model.forward(&mut g, &mut p, batch, Mode::Train),
+    let gpipe = pipe.map(|pipe| Rc::new(Gpipe::new(pipe)));
+    if let Some(gp) = &gpipe {
+        p.repeat = RepeatHook(Some(gp.clone()));
     }
-    .context("building the model")?;
+    let fwd = model
+        .forward(&mut g, &mut p, batch, Mode::Train)
+        .context("building the model")?;
+    let stages = match &gpipe {
+        Some(gp) => {
+            let stages = gp.stages.borrow().clone();
+            if stages.is_empty() {
+                anyhow::bail!(
+                    "`parallel.pipeline` splits a model's repeated blocks (`nn::repeated`), \
+                     and this model has none"
+                );
+            }
+            stages
+        }
+        None => Vec::new(),
+    };
     let wrt: Vec<NodeId> = p.specs.iter().map(|s| s.node).collect();
     let (mut g, grads) =
         graph::autodiff::grad(&g, fwd.loss, &wrt).context("differentiating the model")?;
@@ -403,7 +422,7 @@ fn micro_step(
             params: p.specs,
             data_types,
             feeds,
-            stages: fwd.stages,
+            stages,
             updates,
         },
     ))
@@ -719,4 +738,32 @@ pub fn eval_step(model: &dyn Model, batch: usize, plan: Option<&Plan>) -> Result
         prog.shard(plan)?;
     }
     Ok(prog)
+}
+
+/// The pipeline schedule and where each stage's layers run.
+pub fn pipeline_text(p: &serde_json::Value) -> String {
+    let mut out = format!(
+        "Pipeline: GPipe, {} stages x {} microbatches, {} iterations, bubble (S-1)/(M+S-1) = {:.3}\n",
+        p["stages"],
+        p["microbatches"],
+        p["iterations"],
+        p["bubble_fraction"].as_f64().unwrap_or(0.0)
+    );
+    for s in p["placement"].as_array().into_iter().flatten() {
+        let list = |v: &serde_json::Value| -> String {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), String::from))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!(
+            "  stage {} on devices [{}]: layers {}\n",
+            s["stage"],
+            list(&s["devices"]),
+            list(&s["layers"])
+        ));
+    }
+    out
 }

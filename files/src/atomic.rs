@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` via a temp file in the same directory, fsync, rename, dir fsync.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -11,20 +11,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp)
+            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
         f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
         f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+            .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io(format!("renaming into {}", path.display()), e))?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
@@ -38,7 +40,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Pretty JSON, written atomically.
 pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
+    let mut text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
+        path: path.display().to_string(),
+        source,
+    })?;
     text.push('\n');
     write_atomic(path, text.as_bytes())
 }

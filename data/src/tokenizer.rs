@@ -131,7 +131,7 @@ impl Tokenizer {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut json = self.to_json()?;
         json.push('\n');
-        crate::io::write_atomic(path, json.as_bytes())
+        Ok(files::write_atomic(path, json.as_bytes())?)
     }
 
     /// `"bytes"` or `"bpe"`.

@@ -1,6 +1,7 @@
 //! Running graphs on PJRT: host tensors <-> device buffers, lower + compile + execute.
 
 use anyhow::{anyhow, bail, Context, Result};
+use data::HostArray;
 use graph::interp::HostTensor;
 use graph::{DType, Graph, TensorType};
 use lower::LowerOptions;
@@ -124,22 +125,16 @@ pub fn compile(
     Ok((mlir, exe))
 }
 
-/// A typed host array fed to a program (a batch input).
-#[derive(Debug, Clone, PartialEq)]
-pub enum HostArray {
-    F32 { data: Vec<f32>, dims: Vec<i64> },
-    I32 { data: Vec<i32>, dims: Vec<i64> },
+/// Host arrays onto devices (a trait because `HostArray` lives in `data`, which has no PJRT).
+pub trait ToDevice {
+    /// Scatters the array over devices `0..` by `layout`.
+    fn to_sharded(&self, client: &Client, layout: &ShardLayout) -> Result<ShardedArray>;
+    /// Copies the array to one device.
+    fn to_device(&self, client: &Client, device: usize) -> Result<Buffer>;
 }
 
-impl HostArray {
-    pub fn dims(&self) -> &[i64] {
-        match self {
-            HostArray::F32 { dims, .. } | HostArray::I32 { dims, .. } => dims,
-        }
-    }
-
-    /// Scatters the array over devices `0..` by `layout`.
-    pub fn to_sharded(&self, client: &Client, layout: &ShardLayout) -> Result<ShardedArray> {
+impl ToDevice for HostArray {
+    fn to_sharded(&self, client: &Client, layout: &ShardLayout) -> Result<ShardedArray> {
         let devices: Vec<usize> = (0..layout.num_devices()).collect();
         Ok(match self {
             HostArray::F32 { data, .. } => ShardedArray::from_host(client, data, layout, &devices)?,
@@ -147,7 +142,7 @@ impl HostArray {
         })
     }
 
-    pub fn to_device(&self, client: &Client, device: usize) -> Result<Buffer> {
+    fn to_device(&self, client: &Client, device: usize) -> Result<Buffer> {
         Ok(match self {
             HostArray::F32 { data, dims } => client.buffer_from_host(data, dims, device)?,
             HostArray::I32 { data, dims } => client.buffer_from_host(data, dims, device)?,

@@ -1,6 +1,8 @@
 //! Parameters: declared by models with a shape and an initializer, filled on the host from a
 //! seed (each parameter's stream depends only on the seed and its name).
 
+use std::rc::Rc;
+
 use graph::{Graph, Location, NodeId, TensorType};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -100,6 +102,8 @@ impl ParamSpec {
 pub struct Params {
     pub specs: Vec<ParamSpec>,
     prefix: Vec<String>,
+    /// How [`crate::repeated`] blocks are built (set by the trainer, e.g. a pipeline).
+    pub repeat: RepeatHook,
 }
 
 impl Params {
@@ -168,6 +172,94 @@ impl Params {
 
     pub fn total(&self) -> usize {
         self.specs.iter().map(|s| s.count()).sum()
+    }
+
+    /// The current name prefix (`h3.attn`).
+    pub fn prefix(&self) -> String {
+        self.prefix.join(".")
+    }
+}
+
+/// Where layers get their weights: [`Params`] declares graph parameters; Keras' frozen
+/// models turn them into data inputs instead. Names are relative to the current scope.
+pub trait Weights {
+    /// A weight `name` of type `ty` with its initializer and logical axes (empty: none).
+    #[track_caller]
+    fn weight(
+        &mut self,
+        g: &mut Graph,
+        name: &str,
+        ty: TensorType,
+        init: Init,
+        axes: &[axis::Axis],
+    ) -> graph::Result<NodeId>;
+    /// Enters scope `name`: later weights are named `name.<weight>`.
+    fn push_scope(&mut self, name: &str);
+    fn pop_scope(&mut self);
+}
+
+/// Runs `f` with weights named under scope `name`.
+pub fn scoped<W: Weights + ?Sized, R>(w: &mut W, name: &str, f: impl FnOnce(&mut W) -> R) -> R {
+    w.push_scope(name);
+    let r = f(w);
+    w.pop_scope();
+    r
+}
+
+impl Weights for Params {
+    #[track_caller]
+    fn weight(
+        &mut self,
+        g: &mut Graph,
+        name: &str,
+        ty: TensorType,
+        init: Init,
+        axes: &[axis::Axis],
+    ) -> graph::Result<NodeId> {
+        self.declare_axes(g, name, ty, init, axes)
+    }
+    fn push_scope(&mut self, name: &str) {
+        self.prefix.push(name.to_string());
+    }
+    fn pop_scope(&mut self) {
+        self.prefix.pop();
+    }
+}
+
+/// How a model's repeated blocks (`nn::repeated`) are built: part of the declaration
+/// context, so the trainer can lay out a stack (e.g. as pipeline stages) without the model
+/// knowing.
+/// Declares layer `i`'s parameters (in scope `{prefix}{i}`, opened by the caller).
+pub type DeclareFn<'a> = dyn FnMut(&mut Graph, &mut Params, usize) -> graph::Result<()> + 'a;
+/// Applies layer `i` (declared before) to `x`.
+pub type ApplyFn<'a> = dyn FnMut(&mut Graph, usize, NodeId) -> graph::Result<NodeId> + 'a;
+
+/// A way of building `count` repeated blocks.
+pub trait Repeat {
+    #[allow(clippy::too_many_arguments)]
+    fn repeat(
+        &self,
+        g: &mut Graph,
+        p: &mut Params,
+        prefix: &str,
+        count: usize,
+        x: NodeId,
+        declare: &mut DeclareFn,
+        apply: &mut ApplyFn,
+    ) -> graph::Result<NodeId>;
+}
+
+/// The [`Repeat`] installed in a [`Params`]; `None`: sequential.
+#[derive(Clone, Default)]
+pub struct RepeatHook(pub Option<Rc<dyn Repeat>>);
+
+impl std::fmt::Debug for RepeatHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "RepeatHook(custom)"
+        } else {
+            "RepeatHook(sequential)"
+        })
     }
 }
 

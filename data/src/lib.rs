@@ -1,0 +1,14 @@
+//! Datasets fetched by name, pinned by version and sha256, cached, parsed; tokenizers,
+//! token files and batching. Host-side only: nothing here touches PJRT.
+
+pub mod datasets;
+pub mod host;
+pub mod images;
+pub mod mnist;
+pub mod source;
+pub mod text;
+pub mod tokenizer;
+
+pub use datasets::{epoch_batches, fetch, package, ImageSet, DATASETS};
+pub use host::HostArray;
+pub use source::DataSource;

@@ -1,0 +1,376 @@
+//! A model's compiled step programs and their state on device: parameters and optimizer
+//! state (donated each step, sharded by the program's plan), one train step, evaluation.
+//! The `Learner` loop, Keras, bench and summary all run programs through here.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use data::HostArray;
+use runtime::{Client, CompileOptions, Executable, ShardLayout, ShardedArray};
+
+use crate::checkpoint::{Checkpoint, NamedTensor};
+use crate::exec::ToDevice;
+use crate::optim::Optimizer;
+use crate::step::{train_step, Feed, PassReport, Passes, StepProgram, TRAIN_SCALARS};
+
+/// The train step with its passes; a remat budget is checked by compiling candidates.
+pub fn build_train_step(
+    client: &Client,
+    model: &dyn nn::Model,
+    opt: &Optimizer,
+    batch: usize,
+    passes: &Passes,
+) -> Result<(StepProgram, PassReport)> {
+    let mut measure = |prog: &StepProgram| -> Result<u64> {
+        let c = compile_program(client, prog.clone())?;
+        Ok(c.exe.memory_stats()?.temp_bytes.max(0) as u64)
+    };
+    train_step(model, opt, batch, passes, Some(&mut measure))
+}
+
+/// A compiled program and how to feed it.
+pub struct Compiled {
+    pub prog: StepProgram,
+    pub exe: Executable,
+    pub compile_s: f64,
+}
+
+pub fn compile_program(client: &Client, prog: StepProgram) -> Result<Compiled> {
+    let n = prog.num_devices();
+    let have = client.addressable_devices().len();
+    if n > have {
+        bail!(
+            "the `[parallel]` config needs {n} devices but the client has {have}: \
+             pass `--cpu-devices {n}` (cpu backend) or shrink `parallel.*`"
+        );
+    }
+    let t = Instant::now();
+    let (_, exe) = crate::exec::compile(
+        client,
+        &prog.graph,
+        &prog.lower_options(),
+        &CompileOptions::spmd(n),
+    )?;
+    Ok(Compiled {
+        prog,
+        exe,
+        compile_s: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// Parameters and optimizer state on the program's devices (sharded by its plan).
+pub struct TrainState {
+    pub params: Vec<ShardedArray>,
+    /// Param-major: `state[i * slots + k]`.
+    pub state: Vec<ShardedArray>,
+    pub step: usize,
+    /// The run's seed (dropout seeds derive from it and the step).
+    pub seed: u64,
+    /// Multiplier of the scheduled learning rate (Keras-style LR callbacks set it).
+    pub lr_scale: f32,
+}
+
+/// The dropout seed of a step: a function of (seed, step) only, so resuming is exact.
+pub fn step_seed(seed: u64, step: usize) -> u32 {
+    let mut h = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (h ^ (h >> 33)) as u32
+}
+
+impl TrainState {
+    /// Fresh parameters from the seed, zero optimizer state.
+    pub fn init(client: &Client, prog: &StepProgram, seed: u64) -> Result<TrainState> {
+        let mut params = Vec::with_capacity(prog.params.len());
+        let mut state = Vec::new();
+        let devices: Vec<usize> = (0..prog.num_devices()).collect();
+        for (i, p) in prog.params.iter().enumerate() {
+            let layout = prog.param_layout(i);
+            let v = p.initial_values(seed);
+            params.push(ShardedArray::from_host(client, &v, &layout, &devices)?);
+            for _ in &prog.slots {
+                let zeros = vec![0f32; v.len()];
+                state.push(ShardedArray::from_host(client, &zeros, &layout, &devices)?);
+            }
+        }
+        Ok(TrainState {
+            params,
+            state,
+            step: 0,
+            seed,
+            lr_scale: 1.0,
+        })
+    }
+}
+
+/// The data must have the shapes and dtypes the model declared.
+pub fn check_data(prog: &StepProgram, batch: &[HostArray], what: &str) -> Result<()> {
+    if batch.len() != prog.data_types.len() {
+        bail!(
+            "the {what} data has {} input(s) per batch but the model takes {}",
+            batch.len(),
+            prog.data_types.len()
+        );
+    }
+    for (i, (a, t)) in batch.iter().zip(&prog.data_types).enumerate() {
+        let dtype = match a {
+            HostArray::F32 { .. } => graph::DType::F32,
+            HostArray::I32 { .. } => graph::DType::I32,
+        };
+        if a.dims() != t.dims() || dtype != t.dtype {
+            bail!(
+                "{what} data input {i} is {dtype}{:?} but the model expects {t}: check the model's \
+                 input shape against the dataset (config keys `model.*`, `train.batch_size`)",
+                a.dims()
+            );
+        }
+    }
+    Ok(())
+}
+
+impl TrainState {
+    /// Parameters and optimizer state copied to the host, named for a checkpoint.
+    pub fn to_host(&self, prog: &StepProgram) -> Result<(Vec<NamedTensor>, Vec<NamedTensor>)> {
+        let mut params = Vec::with_capacity(self.params.len());
+        let mut opt = Vec::with_capacity(self.state.len());
+        for (i, p) in prog.params.iter().enumerate() {
+            params.push(NamedTensor {
+                name: p.name.clone(),
+                dims: p.ty.dims().to_vec(),
+                data: self.params[i].to_host::<f32>()?,
+            });
+            for (k, slot) in prog.slots.iter().enumerate() {
+                opt.push(NamedTensor {
+                    name: format!("{}.{slot}", p.name),
+                    dims: p.ty.dims().to_vec(),
+                    data: self.state[i * prog.slots.len() + k].to_host::<f32>()?,
+                });
+            }
+        }
+        Ok((params, opt))
+    }
+
+    /// Device state from a checkpoint, checked against the program's parameters.
+    pub fn from_checkpoint(
+        client: &Client,
+        prog: &StepProgram,
+        c: &Checkpoint,
+    ) -> Result<TrainState> {
+        let want: Vec<(String, Vec<i64>)> = prog
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.ty.dims().to_vec()))
+            .collect();
+        let want_opt: Vec<(String, Vec<i64>)> = prog
+            .params
+            .iter()
+            .flat_map(|p| {
+                prog.slots
+                    .iter()
+                    .map(move |s| (format!("{}.{s}", p.name), p.ty.dims().to_vec()))
+            })
+            .collect();
+        let params = Checkpoint::ordered(&c.params, &want, "parameter")?;
+        let opt = Checkpoint::ordered(&c.optimizer, &want_opt, "optimizer state")?;
+        // Checkpoints hold logical tensors: scatter them by this program's plan.
+        let devices: Vec<usize> = (0..prog.num_devices()).collect();
+        let slots = prog.slots.len().max(1);
+        let up = |i: usize, t: &NamedTensor| {
+            ShardedArray::from_host(client, &t.data, &prog.param_layout(i), &devices)
+        };
+        Ok(TrainState {
+            params: params
+                .iter()
+                .enumerate()
+                .map(|(i, t)| up(i, t))
+                .collect::<Result<_, _>>()?,
+            state: opt
+                .iter()
+                .enumerate()
+                .map(|(j, t)| up(j / slots, t))
+                .collect::<Result<_, _>>()?,
+            step: c.state.step,
+            seed: c.state.seed,
+            lr_scale: 1.0,
+        })
+    }
+}
+
+impl TrainState {
+    /// Bytes of parameters one device holds (device 0; shards are equal).
+    pub fn param_bytes_per_device(&self) -> usize {
+        self.params.iter().map(|p| p.bytes_per_device()).sum()
+    }
+
+    /// Bytes of optimizer state one device holds.
+    pub fn state_bytes_per_device(&self) -> usize {
+        self.state.iter().map(|p| p.bytes_per_device()).sum()
+    }
+}
+
+/// The per-step scalars a program may take (`None` where it takes none).
+#[derive(Default, Clone, Copy)]
+pub struct StepScalars<'a> {
+    pub step: Option<&'a ShardedArray>,
+    pub rng: Option<&'a ShardedArray>,
+    pub lr_scale: Option<&'a ShardedArray>,
+}
+
+/// Builds the argument list of a program from its feeds.
+pub fn arguments<'a>(
+    prog: &StepProgram,
+    params: &'a [ShardedArray],
+    state: &'a [ShardedArray],
+    scalars: StepScalars<'a>,
+    data: &[&'a ShardedArray],
+) -> Result<Vec<&'a ShardedArray>> {
+    let slots = prog.slots.len();
+    prog.feeds
+        .iter()
+        .map(|f| {
+            Ok(match *f {
+                Feed::Param(i) => &params[i],
+                Feed::State(i, k) => &state[i * slots + k],
+                Feed::Step => scalars.step.context("program needs a step counter")?,
+                Feed::Data(i) => *data
+                    .get(i)
+                    .with_context(|| format!("missing data input {i}"))?,
+                Feed::Rng => scalars.rng.context("program needs a random seed")?,
+                Feed::LrScale => scalars
+                    .lr_scale
+                    .context("program needs a learning-rate scale")?,
+            })
+        })
+        .collect()
+}
+
+/// Runs a program on its devices: per-device argument lists from the arrays' shards, and
+/// the outputs regrouped into arrays laid out as the program says.
+pub fn execute_sharded(c: &Compiled, args: &[&ShardedArray]) -> Result<Vec<ShardedArray>> {
+    let n = c.prog.num_devices();
+    let per_device: Vec<Vec<&runtime::Buffer>> = (0..n)
+        .map(|d| args.iter().map(|a| &a.shards()[d]).collect())
+        .collect();
+    let outs = c.exe.execute(&per_device)?;
+    let mut by_output: Vec<Vec<runtime::Buffer>> = Vec::new();
+    for dev in outs {
+        for (o, b) in dev.into_iter().enumerate() {
+            if by_output.len() <= o {
+                by_output.push(Vec::with_capacity(n));
+            }
+            by_output[o].push(b);
+        }
+    }
+    by_output
+        .into_iter()
+        .enumerate()
+        .map(|(o, shards)| {
+            let dims = c.prog.graph.ty(c.prog.graph.outputs[o])?.dims().to_vec();
+            Ok(ShardedArray::from_shards(
+                c.prog.output_layout(o, &dims),
+                shards,
+            )?)
+        })
+        .collect()
+}
+
+/// A scalar on every device of `prog`.
+fn replicated_scalar<T: runtime::NativeType>(
+    client: &Client,
+    prog: &StepProgram,
+    v: T,
+) -> Result<ShardedArray> {
+    let n = prog.num_devices();
+    let devices: Vec<usize> = (0..n).collect();
+    Ok(ShardedArray::from_host(
+        client,
+        &[v],
+        &ShardLayout::replicated(&[], n),
+        &devices,
+    )?)
+}
+
+/// The batch scattered as the program's data arguments are laid out.
+fn data_arrays(
+    client: &Client,
+    prog: &StepProgram,
+    batch: &[HostArray],
+) -> Result<Vec<ShardedArray>> {
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let arg = prog
+                .feeds
+                .iter()
+                .position(|f| *f == Feed::Data(i))
+                .with_context(|| format!("program takes no data input {i}"))?;
+            a.to_sharded(client, &prog.arg_layout(arg, a.dims()))
+        })
+        .collect()
+}
+
+/// One optimizer step; returns (loss, lr, grad_norm).
+pub fn run_train_step(
+    client: &Client,
+    c: &Compiled,
+    st: &mut TrainState,
+    batch: &[HostArray],
+) -> Result<(f32, f32, f32)> {
+    let data = data_arrays(client, &c.prog, batch)?;
+    let data: Vec<&ShardedArray> = data.iter().collect();
+    run_train_step_on(client, c, st, &data)
+}
+
+/// One optimizer step on data already laid out on the program's devices (e.g. another
+/// model's parameters).
+pub fn run_train_step_on(
+    client: &Client,
+    c: &Compiled,
+    st: &mut TrainState,
+    data: &[&ShardedArray],
+) -> Result<(f32, f32, f32)> {
+    let step_buf = replicated_scalar(client, &c.prog, st.step as f32)?;
+    let rng_buf = replicated_scalar(client, &c.prog, step_seed(st.seed, st.step))?;
+    let lr_buf = replicated_scalar(client, &c.prog, st.lr_scale)?;
+    let scalars = StepScalars {
+        step: Some(&step_buf),
+        rng: Some(&rng_buf),
+        lr_scale: Some(&lr_buf),
+    };
+    let args = arguments(&c.prog, &st.params, &st.state, scalars, data)?;
+    let mut out = execute_sharded(c, &args)?;
+    let n = st.params.len();
+    let state = out.split_off(TRAIN_SCALARS + n);
+    let params = out.split_off(TRAIN_SCALARS);
+    let scalars: Vec<f32> = out
+        .iter()
+        .map(|b| Ok(b.shards()[0].to_host::<f32>()?[0]))
+        .collect::<Result<_>>()?;
+    st.params = params;
+    st.state = state;
+    st.step += 1;
+    Ok((scalars[0], scalars[1], scalars[2]))
+}
+
+/// Sums of each per-example output over the evaluation set, and the example count.
+pub fn evaluate(
+    client: &Client,
+    c: &Compiled,
+    params: &[ShardedArray],
+    batches: &[(Vec<HostArray>, usize)],
+) -> Result<(Vec<f64>, usize)> {
+    let mut sums = vec![0f64; c.prog.per_example.len()];
+    let mut n = 0;
+    for (inputs, valid) in batches {
+        let data = data_arrays(client, &c.prog, inputs)?;
+        let data: Vec<&ShardedArray> = data.iter().collect();
+        let args = arguments(&c.prog, params, &[], StepScalars::default(), &data)?;
+        let out = execute_sharded(c, &args)?;
+        for (s, b) in sums.iter_mut().zip(&out) {
+            let v = b.to_host::<f32>()?;
+            *s += v[..*valid].iter().map(|&x| x as f64).sum::<f64>();
+        }
+        n += valid;
+    }
+    Ok((sums, n))
+}
