@@ -270,15 +270,13 @@ impl TrainStep for Gan {
         Ok(())
     }
 
-    fn train_step(&mut self, batch: &Dataset) -> Result<Logs> {
+    fn train_step(&mut self, batch: &[HostArray]) -> Result<Logs> {
+        let x = batch.first().context("a batch of images")?;
         let client = client()?;
         let (dc, gc) = self.steps.as_ref().context("begin() first")?;
         let gs = self.gen.state.as_mut().context("generator weights")?;
         let ds = self.disc.state.as_mut().context("discriminator weights")?;
-        let real = batch.x.to_sharded(
-            &client,
-            &runtime::ShardLayout::replicated(batch.x.dims(), 1),
-        )?;
+        let real = x.to_sharded(&client, &runtime::ShardLayout::replicated(x.dims(), 1))?;
         let mut data = vec![&real];
         data.extend(gs.params.iter());
         let (d_loss, _, _) = run_train_step_on(&client, dc, ds, &data)?;
@@ -307,7 +305,7 @@ impl TrainStep for Gan {
         Ok(logs)
     }
 
-    fn evaluate(&mut self, _: &Dataset, _: usize) -> Result<Logs> {
+    fn evaluate(&mut self, _: &[(Vec<HostArray>, usize)]) -> Result<Logs> {
         Ok(Logs::default())
     }
     fn learning_rate(&self) -> f64 {

@@ -257,7 +257,29 @@ fn train(args: &TrainArgs) -> Result<()> {
         peak_flops: cfg.train.peak_flops,
         passes: cfg.passes()?,
     };
-    let summary = train::learner::train(&client, &spec, data.as_mut())?;
+    let mut callbacks: Vec<Box<dyn train::learner::Callback>> = Vec::new();
+    if let Some(es) = &cfg.train.early_stopping {
+        if es.patience == 0 {
+            bail!("config key `train.early_stopping.patience` must be at least 1");
+        }
+        if cfg.train.eval_every == 0 {
+            bail!(
+                "`train.early_stopping` watches evaluations: set `train.eval_every` to evaluate \
+                 during the run"
+            );
+        }
+        callbacks.push(Box::new(
+            train::callbacks::EarlyStopping::new(&es.monitor, es.patience)
+                .min_delta(es.min_delta)
+                .on_evaluations(),
+        ));
+    }
+    if cfg.train.tensorboard {
+        callbacks.push(Box::new(train::callbacks::TensorBoard::new(
+            out.join("tensorboard"),
+        )));
+    }
+    let summary = train::learner::train(&client, &spec, data.as_mut(), callbacks)?;
     if let Some(bpb) = summary.get("eval_bits_per_byte").and_then(|v| v.as_f64()) {
         eprintln!("rxla: validation bits per byte {bpb:.4}");
     }

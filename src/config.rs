@@ -181,6 +181,28 @@ pub struct TrainSection {
     /// Microbatches per optimizer step (gradients summed in f32 inside one executable).
     #[serde(default = "default_grad_accum")]
     pub grad_accum: usize,
+    /// Stop when an evaluation metric stops improving (the Learner's EarlyStopping).
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStoppingConfig>,
+    /// Write every logged record as TensorBoard scalars under `<out>/tensorboard`.
+    #[serde(default)]
+    pub tensorboard: bool,
+}
+
+/// `[train.early_stopping]`: stop after `patience` evaluations without improvement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStoppingConfig {
+    /// A logged key, e.g. `eval_loss` or `eval_accuracy` (larger is better for accuracy).
+    #[serde(default = "default_monitor")]
+    pub monitor: String,
+    pub patience: usize,
+    #[serde(default)]
+    pub min_delta: f64,
+}
+
+fn default_monitor() -> String {
+    "eval_loss".into()
 }
 
 fn default_remat() -> String {

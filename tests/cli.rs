@@ -271,3 +271,57 @@ fn summary_and_bench_report_the_cnn() {
         assert!(b[k].as_f64().unwrap() > 0.0, "{k} in {b}");
     }
 }
+
+/// The CLI runs the same Learner as Keras, callbacks included: early stopping on the
+/// evaluations ends the run early, and TensorBoard gets every logged record.
+#[test]
+fn early_stopping_and_tensorboard_from_the_config() {
+    let dir = tmp("callbacks");
+    // No evaluation improves by 1e9: patience 2 stops after the third one (step 60).
+    let text = MLP.replace("eval_every = 60", "eval_every = 20");
+    let text = text.replace(
+        "eval_batch_size = 1000",
+        "eval_batch_size = 1000\ntensorboard = true\nearly_stopping = { monitor = \"eval_loss\", patience = 2, min_delta = 1e9 }",
+    );
+    let cfg = write_config(&dir, &text);
+    let out = dir.join("run");
+    let o = rxla(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let steps = common::metrics(&out, "step");
+    assert_eq!(steps.last(), Some(&60.0), "{steps:?}");
+    let events: Vec<_> = std::fs::read_dir(out.join("tensorboard"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let ev = rxla::keras::tensorboard::read_events(&events[0]).unwrap();
+    let tags: std::collections::BTreeSet<String> = ev
+        .iter()
+        .flat_map(|e| {
+            e.summary
+                .iter()
+                .flat_map(|s| s.value.iter().map(|v| v.tag.clone()))
+        })
+        .collect();
+    assert!(
+        tags.contains("loss") && tags.contains("eval_loss"),
+        "{tags:?}"
+    );
+    // A key the evaluations do not have is an error naming it.
+    let bad = text.replace("monitor = \"eval_loss\"", "monitor = \"eval_los\"");
+    let cfg = write_config(&dir, &bad);
+    let e = rxla_err(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+    ]);
+    assert!(e.contains("eval_los") && e.contains("eval_loss"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -437,3 +437,38 @@ fn a_frozen_model_feeds_another_models_step() {
     assert!(last < 0.2 * first, "{first} -> {last}");
     assert_eq!(teacher.get_weights().unwrap(), before);
 }
+
+/// `fit` through the trainer's Learner gets checkpoints and exact resume: 1 epoch, then a
+/// fresh process-like model resumed to 3 epochs, equals 3 uninterrupted epochs bit for bit.
+#[test]
+fn fit_resumes_from_a_checkpoint_exactly() {
+    let train = toy(256, 7);
+    let dir = tmp("resume");
+    let opts = |epochs: usize, ckpt: &std::path::Path, resume: bool| FitOptions {
+        epochs,
+        batch_size: 32,
+        verbose: false,
+        seed: 5,
+        checkpoint_dir: Some(ckpt.to_path_buf()),
+        resume,
+        ..Default::default()
+    };
+    let mut whole = toy_model();
+    let h = whole.fit(&train, opts(3, &dir.join("a"), false)).unwrap();
+    assert_eq!(h.steps, 3 * 8);
+    assert!(dir.join("a/step-00000024").is_dir());
+    let mut first = toy_model();
+    first.fit(&train, opts(1, &dir.join("b"), false)).unwrap();
+    let mut rest = toy_model().seed(42); // other init: everything must come from the checkpoint
+    let hr = rest.fit(&train, opts(3, &dir.join("b"), true)).unwrap();
+    assert_eq!(hr.steps, 2 * 8, "resumed at step 8");
+    assert_eq!(hr.values("loss"), h.values("loss")[1..].to_vec());
+    assert_eq!(rest.get_weights().unwrap(), whole.get_weights().unwrap());
+    // Another batch size is another run.
+    let mut other = toy_model();
+    let mut o = opts(3, &dir.join("b"), true);
+    o.batch_size = 16;
+    let e = format!("{:#}", other.fit(&train, o).unwrap_err());
+    assert!(e.contains("batch_size"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

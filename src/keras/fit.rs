@@ -1,70 +1,18 @@
-//! The `fit` loop shared by every model: epochs of shuffled batches, a progress bar, validation,
-//! callbacks and history. Models plug in through [`TrainStep`]; a model needing its own step
-//! (a GAN's two optimizers) implements it instead of forking the loop.
+//! `fit`: Keras' options over the trainer's one loop ([`train::learner::Learner`]): epochs of
+//! shuffled batches, a progress bar, validation, callbacks, history, and (new to Keras
+//! programs) checkpoints and exact resume. Models plug in through [`TrainStep`]; a model
+//! needing its own step (a GAN's two optimizers) implements it instead of forking the loop.
 
-use std::path::Path;
-use std::time::Instant;
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use data::{DataSource, HostArray};
+use serde_json::json;
+use train::learner::{CheckpointPolicy, Display, Learner};
 
-use super::callbacks::{Callback, CallbackCtx};
-use super::data::Dataset;
+pub use train::learner::{Callback, CallbackCtx, History, Logs, TrainStep};
 
-/// Named epoch or batch values (`loss`, `val_accuracy`, `lr` ...), in insertion order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Logs(pub Vec<(String, f64)>);
-
-impl Logs {
-    pub fn get(&self, key: &str) -> Option<f64> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
-
-    pub fn insert(&mut self, key: impl Into<String>, v: f64) {
-        let key = key.into();
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some(e) => e.1 = v,
-            None => self.0.push((key, v)),
-        }
-    }
-
-    /// `loss: 0.1234 - val_loss: 0.2345`, as Keras prints them.
-    pub fn line(&self) -> String {
-        self.0
-            .iter()
-            .map(|(k, v)| format!("{k}: {v:.4}"))
-            .collect::<Vec<_>>()
-            .join(" - ")
-    }
-}
-
-/// Per-epoch logs of a `fit`.
-#[derive(Debug, Clone, Default)]
-pub struct History {
-    pub epochs: Vec<Logs>,
-    /// Optimizer steps taken.
-    pub steps: usize,
-}
-
-impl History {
-    /// The values of `key` per epoch.
-    pub fn values(&self, key: &str) -> Vec<f64> {
-        self.epochs.iter().filter_map(|l| l.get(key)).collect()
-    }
-}
-
-/// What `fit` drives: one optimizer step per batch, evaluation, learning rate, weights.
-pub trait TrainStep {
-    /// Prepares (compiles) for batches of `batch_size`; called at the start of `fit`.
-    fn begin(&mut self, batch_size: usize) -> Result<()>;
-    /// One training step on a batch; returns its logs (at least `loss`).
-    fn train_step(&mut self, batch: &Dataset) -> Result<Logs>;
-    /// Metrics over a dataset (validation), keys without the `val_` prefix.
-    fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Logs>;
-    fn learning_rate(&self) -> f64;
-    fn set_learning_rate(&mut self, lr: f64) -> Result<()>;
-    fn save_weights(&mut self, path: &Path) -> Result<()>;
-}
+use super::data::{rows, Dataset};
 
 /// Options of `fit` (`FitOptions { epochs: 2, batch_size: 64, ..Default::default() }`).
 pub struct FitOptions<'a> {
@@ -79,6 +27,12 @@ pub struct FitOptions<'a> {
     pub steps_per_epoch: Option<usize>,
     /// Progress bar and one line per epoch on stderr.
     pub verbose: bool,
+    /// Write weights and optimizer state under this directory at every epoch end
+    /// (`step-XXXXXXXX/`, the newest 3 kept).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from the newest checkpoint in `checkpoint_dir` (bit-identical to an
+    /// uninterrupted fit: batches are a function of (seed, epoch)).
+    pub resume: bool,
 }
 
 impl Default for FitOptions<'_> {
@@ -92,7 +46,78 @@ impl Default for FitOptions<'_> {
             seed: 0,
             steps_per_epoch: None,
             verbose: true,
+            checkpoint_dir: None,
+            resume: false,
         }
+    }
+}
+
+/// Batches `0..n` in `batch`es, the last padded with example 0: (indices, real count).
+pub fn padded_batches(n: usize, batch: usize) -> Vec<(Vec<usize>, usize)> {
+    (0..n)
+        .step_by(batch.max(1))
+        .map(|start| {
+            let valid = batch.min(n - start);
+            let idx = (0..batch)
+                .map(|k| if k < valid { start + k } else { 0 })
+                .collect();
+            (idx, valid)
+        })
+        .collect()
+}
+
+/// A dataset's inputs (and targets) as padded evaluation batches.
+pub fn eval_batches(data: &Dataset, batch: usize) -> Vec<(Vec<HostArray>, usize)> {
+    padded_batches(data.len(), batch)
+        .into_iter()
+        .map(|(idx, valid)| {
+            let mut v = vec![rows(&data.x, &idx)];
+            v.extend(data.y.as_ref().map(|y| rows(y, &idx)));
+            (v, valid)
+        })
+        .collect()
+}
+
+/// An in-memory dataset as the loop's data source: epoch `e`'s batch order is a function of
+/// (seed, e) only, so a resumed fit sees the same batches.
+struct Batches<'d> {
+    data: &'d Dataset,
+    batch: usize,
+    steps_per_epoch: usize,
+    shuffle: bool,
+    seed: u64,
+    order: Option<(usize, Vec<Vec<usize>>)>,
+}
+
+impl DataSource for Batches<'_> {
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.steps_per_epoch
+    }
+
+    fn train_batch(&mut self, step: usize) -> Result<Vec<HostArray>> {
+        let epoch = step / self.steps_per_epoch;
+        if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let order = if self.shuffle {
+                data::epoch_batches(self.data.len(), self.batch, self.seed, epoch as u64)
+            } else {
+                let all: Vec<usize> = (0..self.data.len()).collect();
+                all.chunks_exact(self.batch).map(|c| c.to_vec()).collect()
+            };
+            self.order = Some((epoch, order));
+        }
+        let (_, order) = self.order.as_ref().expect("set above");
+        let b = self.data.rows(&order[step % self.steps_per_epoch]);
+        let mut v = vec![b.x];
+        v.extend(b.y);
+        Ok(v)
+    }
+
+    fn eval_batches(&self, batch: usize) -> Result<Vec<(Vec<HostArray>, usize)>> {
+        Ok(eval_batches(self.data, batch))
     }
 }
 
@@ -109,91 +134,41 @@ pub fn fit_loop(
             data.len()
         );
     }
-    model.begin(bs)?;
-    let mut history = History::default();
-    let mut cbs = std::mem::take(&mut opts.callbacks);
-    let mut cx = CallbackCtx {
-        model,
-        stop_training: false,
+    let mut spe = data.len() / bs;
+    if let Some(n) = opts.steps_per_epoch {
+        spe = spe.min(n.max(1));
+    }
+    let mut learner = Learner::new(opts.epochs * spe, spe);
+    learner.callbacks = std::mem::take(&mut opts.callbacks);
+    if let Some(v) = opts.validation {
+        learner.eval_at_epoch_end = true;
+        learner.eval_batches = eval_batches(v, bs);
+        learner.eval_prefix = "val_";
+    }
+    learner.display = if opts.verbose {
+        Display::Epochs
+    } else {
+        Display::Quiet
     };
-    for cb in cbs.iter_mut() {
-        cb.on_train_begin(&mut cx)?;
+    if let Some(dir) = &opts.checkpoint_dir {
+        learner.checkpoint = Some(CheckpointPolicy {
+            root: dir.clone(),
+            every: spe,
+            keep: 3,
+            config: json!({"seed": opts.seed, "train": {"batch_size": bs}}),
+            extra_files: Vec::new(),
+            resume: opts.resume,
+        });
+    } else if opts.resume {
+        bail!("resume needs a checkpoint_dir to resume from");
     }
-    for epoch in 0..opts.epochs {
-        for cb in cbs.iter_mut() {
-            cb.on_epoch_begin(epoch, &mut cx)?;
-        }
-        let mut batches = if opts.shuffle {
-            data::epoch_batches(data.len(), bs, opts.seed, epoch as u64)
-        } else {
-            let all: Vec<usize> = (0..data.len()).collect();
-            all.chunks_exact(bs).map(|c| c.to_vec()).collect()
-        };
-        if let Some(n) = opts.steps_per_epoch {
-            batches.truncate(n);
-        }
-        let bar = if opts.verbose {
-            eprintln!("Epoch {}/{}", epoch + 1, opts.epochs);
-            let b = ProgressBar::new(batches.len() as u64);
-            b.set_style(
-                ProgressStyle::with_template("{pos}/{len} [{bar:30}] {elapsed} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            b
-        } else {
-            ProgressBar::hidden()
-        };
-        let t = Instant::now();
-        let mut sums = Logs::default();
-        let mut n = 0usize;
-        for idx in &batches {
-            let logs = cx.model.train_step(&data.rows(idx))?;
-            history.steps += 1;
-            n += 1;
-            for (k, v) in &logs.0 {
-                let s = sums.get(k).unwrap_or(0.0);
-                sums.insert(k.clone(), s + v);
-            }
-            for cb in cbs.iter_mut() {
-                cb.on_batch_end(history.steps, &logs, &mut cx)?;
-            }
-            bar.inc(1);
-            let mut mean = sums.clone();
-            mean.0.iter_mut().for_each(|(_, v)| *v /= n as f64);
-            bar.set_message(mean.line());
-            if cx.stop_training {
-                break;
-            }
-        }
-        bar.finish_and_clear();
-        let mut logs = sums;
-        logs.0.iter_mut().for_each(|(_, v)| *v /= n.max(1) as f64);
-        if let Some(v) = opts.validation {
-            for (k, x) in cx.model.evaluate(v, bs)?.0 {
-                logs.insert(format!("val_{k}"), x);
-            }
-        }
-        logs.insert("lr", cx.model.learning_rate());
-        if opts.verbose {
-            eprintln!(
-                "{}/{} - {:.0}s - {}",
-                n,
-                batches.len(),
-                t.elapsed().as_secs_f64(),
-                logs.line()
-            );
-        }
-        history.epochs.push(logs.clone());
-        for cb in cbs.iter_mut() {
-            cb.on_epoch_end(epoch, &logs, &mut cx)?;
-        }
-        if cx.stop_training {
-            break;
-        }
-    }
-    for cb in cbs.iter_mut() {
-        cb.on_train_end(&history, &mut cx)?;
-    }
-    Ok(history)
+    let mut batches = Batches {
+        data,
+        batch: bs,
+        steps_per_epoch: spe,
+        shuffle: opts.shuffle,
+        seed: opts.seed,
+        order: None,
+    };
+    learner.fit(model, &mut batches)
 }

@@ -12,7 +12,7 @@
 //! model.fit(&train, FitOptions { epochs: 2, batch_size: 64, ..Default::default() })?;
 //! ```
 
-pub mod callbacks;
+pub use train::callbacks;
 pub mod data;
 pub mod fit;
 pub mod layers;
@@ -20,14 +20,13 @@ pub mod loss;
 pub mod model;
 pub mod optimizers;
 pub mod rnn;
-pub mod tensorboard;
+pub use train::tensorboard;
 
 pub use callbacks::{
-    Callback, CallbackCtx, CsvLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint,
-    TensorBoard, TerminateOnNaN,
+    CsvLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint, TensorBoard, TerminateOnNaN,
 };
 pub use data::{to_categorical, Dataset};
-pub use fit::{fit_loop, FitOptions, History, Logs, TrainStep};
+pub use fit::{fit_loop, Callback, CallbackCtx, FitOptions, History, Logs, TrainStep};
 pub use graph::Padding;
 pub use layers::{
     Activation, AveragePooling2D, BatchNormalization, Conv2D, Ctx, Dense, Dropout, Embedding,

@@ -12,11 +12,13 @@ use runtime::{Client, ShardLayout, ShardedArray};
 use train::exec::ToDevice;
 
 use super::data::{examples, rows, Dataset};
+use super::fit::eval_batches;
 use super::fit::{fit_loop, FitOptions, History, Logs, TrainStep};
 use super::layers::{Ctx, Layer};
 use super::loss::{metric_per_example, Loss, Metric, Output};
 use data::HostArray;
 use train::checkpoint::{Checkpoint, NamedTensor};
+use train::learner::Snapshot;
 use train::optim::Optimizer;
 use train::state::{
     arguments, compile_program, execute_sharded, run_train_step, Compiled, StepScalars, TrainState,
@@ -276,19 +278,21 @@ impl Sequential {
 
     /// Loss and metrics over `data`, in batches of `batch_size` (the last one padded).
     pub fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Logs> {
-        let y = data.y.as_ref().context("evaluate needs targets (y)")?;
+        data.y.as_ref().context("evaluate needs targets (y)")?;
+        self.evaluate_batches(&eval_batches(data, batch_size))
+    }
+
+    /// Loss and metrics over padded batches of inputs and targets.
+    fn evaluate_batches(&mut self, batches: &[(Vec<HostArray>, usize)]) -> Result<Logs> {
+        let batch_size = batches.first().map_or(1, |(b, _)| examples(&b[0])).max(1);
         self.ensure_state(Program::Eval, batch_size)?;
         let client = client()?;
-        let batches: Vec<(Vec<HostArray>, usize)> = padded_batches(data.len(), batch_size)
-            .into_iter()
-            .map(|(idx, valid)| (vec![rows(&data.x, &idx), rows(y, &idx)], valid))
-            .collect();
         let c = &self.programs[&(Program::Eval, batch_size)];
         if let Some((first, _)) = batches.first() {
             train::state::check_data(&c.prog, first, "evaluation")?;
         }
         let st = self.state.as_ref().context("weights")?;
-        let (sums, n) = train::state::evaluate(&client, c, &st.params, &batches)?;
+        let (sums, n) = train::state::evaluate(&client, c, &st.params, batches)?;
         let mut logs = Logs::default();
         for (name, s) in c.prog.per_example.iter().zip(sums) {
             logs.insert(name.clone(), s / n.max(1) as f64);
@@ -304,7 +308,7 @@ impl Sequential {
         let st = self.state.as_ref().context("weights")?;
         let mut data = Vec::new();
         let mut dims = Vec::new();
-        for (idx, valid) in padded_batches(examples(x), batch_size) {
+        for (idx, valid) in super::fit::padded_batches(examples(x), batch_size) {
             let xb = rows(x, &idx);
             train::state::check_data(&c.prog, std::slice::from_ref(&xb), "prediction")?;
             let buf = xb.to_sharded(&client, &ShardLayout::replicated(xb.dims(), 1))?;
@@ -372,45 +376,32 @@ impl Sequential {
     }
 }
 
-/// Batches of `batch` indices covering `0..n`; the last is padded with example 0.
-fn padded_batches(n: usize, batch: usize) -> Vec<(Vec<usize>, usize)> {
-    (0..n)
-        .step_by(batch.max(1))
-        .map(|start| {
-            let valid = batch.min(n - start);
-            let idx = (0..batch)
-                .map(|k| if k < valid { start + k } else { 0 })
-                .collect();
-            (idx, valid)
-        })
-        .collect()
-}
-
 impl TrainStep for Sequential {
     fn begin(&mut self, batch_size: usize) -> Result<()> {
         self.config()?;
         self.ensure_state(Program::Train, batch_size)
     }
 
-    fn train_step(&mut self, batch: &Dataset) -> Result<Logs> {
-        let y = batch.y.as_ref().context("fit needs targets (y)")?;
-        let bs = examples(&batch.x);
+    fn train_step(&mut self, batch: &[HostArray]) -> Result<Logs> {
+        if batch.len() < 2 {
+            bail!("fit needs targets (y)");
+        }
+        let bs = examples(&batch[0]);
         self.ensure_state(Program::Train, bs)?;
         let client = client()?;
         let c = &self.programs[&(Program::Train, bs)];
-        let arrays = vec![batch.x.clone(), y.clone()];
         let st = self.state.as_mut().context("weights")?;
         if st.step == 0 {
-            train::state::check_data(&c.prog, &arrays, "training")?;
+            train::state::check_data(&c.prog, batch, "training")?;
         }
-        let (loss, _, _) = run_train_step(&client, c, st, &arrays)?;
+        let (loss, _, _) = run_train_step(&client, c, st, batch)?;
         let mut logs = Logs::default();
         logs.insert("loss", loss as f64);
         Ok(logs)
     }
 
-    fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Logs> {
-        Sequential::evaluate(self, data, batch_size)
+    fn evaluate(&mut self, batches: &[(Vec<HostArray>, usize)]) -> Result<Logs> {
+        self.evaluate_batches(batches)
     }
 
     fn learning_rate(&self) -> f64 {
@@ -430,6 +421,35 @@ impl TrainStep for Sequential {
 
     fn save_weights(&mut self, path: &Path) -> Result<()> {
         Sequential::save_weights(self, path)
+    }
+
+    fn checkpoint_tensors(&mut self) -> Result<Option<Snapshot>> {
+        let prog = &self.train_program()?.prog;
+        let st = self.state.as_ref().context("weights")?;
+        let (params, optimizer) = st.to_host(prog)?;
+        Ok(Some(Snapshot {
+            params,
+            optimizer,
+            seed: st.seed,
+        }))
+    }
+
+    fn restore(&mut self, c: &Checkpoint) -> Result<()> {
+        let client = client()?;
+        let st = TrainState::from_checkpoint(&client, &self.train_program()?.prog, c)?;
+        self.state = Some(st);
+        Ok(())
+    }
+}
+
+impl Sequential {
+    /// The compiled train program (`fit` compiles it first).
+    fn train_program(&self) -> Result<&Compiled> {
+        self.programs
+            .iter()
+            .find(|((p, _), _)| *p == Program::Train)
+            .map(|(_, c)| c)
+            .context("the model has no train program yet: call fit first")
     }
 }
 

@@ -1,22 +1,577 @@
-//! The training loop: compiled step, donated parameters and optimizer state on device,
-//! periodic evaluation, metrics, checkpoints, resume and summary.
+//! The one training loop, burn's `Learner`: steps grouped into epochs, periodic logging
+//! (`metrics.jsonl`) and evaluation, callbacks at batch/log/epoch boundaries, checkpoints and
+//! exact resume. What a step computes comes from a [`TrainStep`]: the CLI's compiled GPT/CNN
+//! programs ([`ProgramStep`]), a Keras `Sequential`, or a program of its own (a GAN).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use data::DataSource;
+use data::{DataSource, HostArray};
 use runtime::Client;
 use serde_json::json;
 
+use crate::checkpoint::{Checkpoint, CheckpointState, NamedTensor};
 use crate::metrics::{MetricsLog, Progress};
 use crate::optim::Optimizer;
 use crate::state::{
-    build_train_step, check_data, compile_program, evaluate, run_train_step, TrainState,
+    build_train_step, check_data, compile_program, evaluate, run_train_step, Compiled, TrainState,
 };
 use crate::step::{eval_step, Passes};
 
-/// Settings of one run.
+/// Named epoch, batch or log values (`loss`, `val_accuracy`, `lr` ...), in insertion order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Logs(pub Vec<(String, f64)>);
+
+impl Logs {
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    pub fn insert(&mut self, key: impl Into<String>, v: f64) {
+        let key = key.into();
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(e) => e.1 = v,
+            None => self.0.push((key, v)),
+        }
+    }
+
+    /// `loss: 0.1234 - val_loss: 0.2345`, as Keras prints them.
+    pub fn line(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}: {v:.4}"))
+            .collect::<Vec<_>>()
+            .join(" - ")
+    }
+}
+
+/// What a fit did: per-epoch logs, the logged records, and the steps taken.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub epochs: Vec<Logs>,
+    /// Optimizer steps taken by this fit.
+    pub steps: usize,
+    /// Every record written to `metrics.jsonl` (or that would have been), in order.
+    pub records: Vec<serde_json::Value>,
+    /// Seconds spent in train steps.
+    pub train_seconds: f64,
+}
+
+impl History {
+    /// The values of `key` per epoch.
+    pub fn values(&self, key: &str) -> Vec<f64> {
+        self.epochs.iter().filter_map(|l| l.get(key)).collect()
+    }
+}
+
+/// What the [`Learner`] drives: one optimizer step per batch, evaluation, learning rate,
+/// weights, and (for resumable models) the state a checkpoint holds.
+pub trait TrainStep {
+    /// Prepares (compiles) for batches of `batch_size`; called once before training.
+    fn begin(&mut self, batch_size: usize) -> Result<()>;
+    /// One training step on a batch (the model's data inputs, in order); returns its logs
+    /// (at least `loss`).
+    fn train_step(&mut self, batch: &[HostArray]) -> Result<Logs>;
+    /// Mean metrics over evaluation batches (inputs and how many leading examples are real);
+    /// keys without a prefix (`loss`, `accuracy`).
+    fn evaluate(&mut self, batches: &[(Vec<HostArray>, usize)]) -> Result<Logs>;
+    fn learning_rate(&self) -> f64;
+    fn set_learning_rate(&mut self, lr: f64) -> Result<()>;
+    fn save_weights(&mut self, path: &Path) -> Result<()>;
+    /// Parameters and optimizer state as named host tensors, and the run's seed, for a
+    /// checkpoint; `None`: this model keeps no such state.
+    fn checkpoint_tensors(&mut self) -> Result<Option<Snapshot>> {
+        Ok(None)
+    }
+    /// Continues from a checkpoint written from [`TrainStep::checkpoint_tensors`].
+    fn restore(&mut self, _c: &Checkpoint) -> Result<()> {
+        bail!("this model cannot resume from a checkpoint")
+    }
+}
+
+/// A model's state for a checkpoint.
+pub struct Snapshot {
+    pub params: Vec<NamedTensor>,
+    pub optimizer: Vec<NamedTensor>,
+    pub seed: u64,
+}
+
+/// What a callback may touch: the model and the stop flag.
+pub struct CallbackCtx<'a> {
+    pub model: &'a mut dyn TrainStep,
+    pub stop_training: bool,
+}
+
+/// Hooks the loop calls at its boundaries (Keras' callbacks, plus `on_log` for every record
+/// the loop logs, evaluations included).
+pub trait Callback {
+    fn on_train_begin(&mut self, _cx: &mut CallbackCtx) -> Result<()> {
+        Ok(())
+    }
+    fn on_epoch_begin(&mut self, _epoch: usize, _cx: &mut CallbackCtx) -> Result<()> {
+        Ok(())
+    }
+    /// After optimizer step `step` (1-based, counted over the whole fit).
+    fn on_batch_end(&mut self, _step: usize, _logs: &Logs, _cx: &mut CallbackCtx) -> Result<()> {
+        Ok(())
+    }
+    /// After a logged step: the record (`loss`, `lr`, `eval_loss` ...) as written.
+    fn on_log(&mut self, _step: usize, _record: &Logs, _cx: &mut CallbackCtx) -> Result<()> {
+        Ok(())
+    }
+    fn on_epoch_end(&mut self, _epoch: usize, _logs: &Logs, _cx: &mut CallbackCtx) -> Result<()> {
+        Ok(())
+    }
+    fn on_train_end(&mut self, _history: &History, _cx: &mut CallbackCtx) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Where and how often checkpoints are written, and whether to resume from the newest.
+pub struct CheckpointPolicy {
+    /// `checkpoints/` directory; one `step-XXXXXXXX/` per checkpoint.
+    pub root: PathBuf,
+    /// Every N steps (0: only at the end).
+    pub every: usize,
+    pub keep: usize,
+    /// The run's config, saved with each checkpoint; resuming checks it matches.
+    pub config: serde_json::Value,
+    /// Files saved with each checkpoint (name, path), e.g. the tokenizer.
+    pub extra_files: Vec<(String, PathBuf)>,
+    /// Continue from the newest complete checkpoint under `root`.
+    pub resume: bool,
+}
+
+impl CheckpointPolicy {
+    /// With `resume`: the newest complete checkpoint, checked to continue this run's config.
+    pub fn to_resume(&self) -> Result<Option<Checkpoint>> {
+        if !self.resume {
+            return Ok(None);
+        }
+        let dir = crate::checkpoint::latest(&self.root)?.with_context(|| {
+            format!(
+                "--resume: no complete checkpoint in {}",
+                self.root.display()
+            )
+        })?;
+        let c = crate::checkpoint::load(&dir)?;
+        check_same_run(&c.state.config, &self.config)
+            .with_context(|| format!("cannot resume from {}", c.dir.display()))?;
+        Ok(Some(c))
+    }
+}
+
+/// How the loop reports progress on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    Quiet,
+    /// One bar over the whole run and a line per logged step (the CLI).
+    Run,
+    /// Keras: `Epoch i/N`, a bar per epoch, one line of epoch logs.
+    Epochs,
+}
+
+/// Throughput figures in logged records.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub tokens_per_step: Option<usize>,
+    pub flops_per_step: f64,
+    pub peak_flops: f64,
+}
+
+/// The loop's settings; `Learner::new(steps, steps_per_epoch)` then set what you need.
+pub struct Learner<'a> {
+    pub steps: usize,
+    pub steps_per_epoch: usize,
+    /// Log a record every N steps (0: never; evaluations are always logged).
+    pub log_every: usize,
+    /// Evaluate every N steps (0: never by steps).
+    pub eval_every: usize,
+    /// Evaluate after the last step.
+    pub eval_at_end: bool,
+    /// Evaluate at every epoch end (Keras' validation data); keys get `eval_prefix`.
+    pub eval_at_epoch_end: bool,
+    pub eval_batches: Vec<(Vec<HostArray>, usize)>,
+    /// `eval_` (the CLI) or `val_` (Keras).
+    pub eval_prefix: &'static str,
+    /// Text bytes per evaluated token: adds `eval_bits_per_byte` and `eval_perplexity`.
+    pub bytes_per_token: Option<f64>,
+    pub callbacks: Vec<Box<dyn Callback + 'a>>,
+    pub checkpoint: Option<CheckpointPolicy>,
+    /// `metrics.jsonl`, one JSON object per logged step.
+    pub metrics: Option<PathBuf>,
+    pub throughput: Option<Throughput>,
+    pub display: Display,
+    /// A non-finite loss stops the run with an error (else callbacks such as
+    /// TerminateOnNaN decide).
+    pub nonfinite_is_error: bool,
+    /// The checkpoint to resume from, when the caller loaded it already
+    /// ([`CheckpointPolicy::to_resume`]).
+    pub resume_from: Option<Checkpoint>,
+}
+
+impl<'a> Learner<'a> {
+    pub fn new(steps: usize, steps_per_epoch: usize) -> Self {
+        Learner {
+            steps,
+            steps_per_epoch: steps_per_epoch.max(1),
+            log_every: 0,
+            eval_every: 0,
+            eval_at_end: false,
+            eval_at_epoch_end: false,
+            eval_batches: Vec::new(),
+            eval_prefix: "eval_",
+            bytes_per_token: None,
+            callbacks: Vec::new(),
+            checkpoint: None,
+            metrics: None,
+            throughput: None,
+            display: Display::Quiet,
+            nonfinite_is_error: false,
+            resume_from: None,
+        }
+    }
+
+    /// Evaluation logs with this learner's prefix (plus bits per byte for text).
+    fn eval_logs(&self, model: &mut dyn TrainStep) -> Result<Logs> {
+        let mut out = Logs::default();
+        for (k, v) in model.evaluate(&self.eval_batches)?.0 {
+            out.insert(format!("{}{k}", self.eval_prefix), v);
+        }
+        let loss_key = format!("{}loss", self.eval_prefix);
+        if let (Some(bpt), Some(l)) = (self.bytes_per_token, out.get(&loss_key)) {
+            out.insert(format!("{}perplexity", self.eval_prefix), l.exp());
+            out.insert(
+                format!("{}bits_per_byte", self.eval_prefix),
+                l / std::f64::consts::LN_2 / bpt,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Trains `model` on `data` for `self.steps` steps (from a checkpoint's step when
+    /// resuming).
+    pub fn fit(&mut self, model: &mut dyn TrainStep, data: &mut dyn DataSource) -> Result<History> {
+        let batch = data.batch_size();
+        let resumed = match (self.resume_from.take(), &self.checkpoint) {
+            (Some(c), _) => Some(c),
+            (None, Some(cp)) => cp.to_resume()?,
+            (None, None) => None,
+        };
+        model.begin(batch)?;
+        let mut start = 0;
+        let progress = match self.display {
+            Display::Run => Some(Progress::new(self.steps as u64)),
+            _ => None,
+        };
+        let say = |msg: &str| match &progress {
+            Some(p) => p.println(msg),
+            None if self.display != Display::Quiet => eprintln!("{msg}"),
+            None => {}
+        };
+        if let Some(c) = &resumed {
+            model.restore(c)?;
+            start = c.state.step;
+            say(&format!(
+                "rxla: resumed from {} at step {start}",
+                c.dir.display()
+            ));
+        }
+        let mut log = match &self.metrics {
+            Some(path) => {
+                if resumed.is_some() {
+                    truncate_metrics(path, start)?;
+                }
+                Some(MetricsLog::open(path, resumed.is_some())?)
+            }
+            None => None,
+        };
+        let mut history = History::default();
+        let mut cbs = std::mem::take(&mut self.callbacks);
+        let mut cx = CallbackCtx {
+            model,
+            stop_training: false,
+        };
+        for cb in cbs.iter_mut() {
+            cb.on_train_begin(&mut cx)?;
+        }
+        let spe = self.steps_per_epoch;
+        let mut interval_start = Instant::now();
+        let mut interval_steps = 0usize;
+        let mut step = start;
+        let mut epoch_sums = Logs::default();
+        let mut epoch_n = 0usize;
+        let mut epoch_t = Instant::now();
+        let mut bar = indicatif::ProgressBar::hidden();
+        while step < self.steps && !cx.stop_training {
+            let epoch = step / spe;
+            if step % spe == 0 || step == start {
+                for cb in cbs.iter_mut() {
+                    cb.on_epoch_begin(epoch, &mut cx)?;
+                }
+                epoch_sums = Logs::default();
+                epoch_n = 0;
+                epoch_t = Instant::now();
+                if self.display == Display::Epochs {
+                    let epochs = self.steps.div_ceil(spe);
+                    eprintln!("Epoch {}/{}", epoch + 1, epochs);
+                    bar = epoch_bar(spe.min(self.steps - epoch * spe) as u64);
+                }
+            }
+            let batch_data = data.train_batch(step)?;
+            let t = Instant::now();
+            let logs = cx.model.train_step(&batch_data)?;
+            history.train_seconds += t.elapsed().as_secs_f64();
+            step += 1;
+            history.steps += 1;
+            interval_steps += 1;
+            let loss = logs.get("loss").unwrap_or(f64::NAN);
+            if self.nonfinite_is_error && !loss.is_finite() {
+                bail!(
+                    "loss became {loss} at step {step}: lower the learning rate or enable clipping"
+                );
+            }
+            epoch_n += 1;
+            for (k, v) in &logs.0 {
+                let s = epoch_sums.get(k).unwrap_or(0.0);
+                epoch_sums.insert(k.clone(), s + v);
+            }
+            for cb in cbs.iter_mut() {
+                cb.on_batch_end(step, &logs, &mut cx)?;
+            }
+            if let Some(p) = &progress {
+                p.set_step(step as u64);
+            }
+            if self.display == Display::Epochs {
+                bar.inc(1);
+                let mut mean = epoch_sums.clone();
+                mean.0.iter_mut().for_each(|(_, v)| *v /= epoch_n as f64);
+                bar.set_message(mean.line());
+            }
+            let do_eval = (self.eval_at_end && step == self.steps)
+                || (self.eval_every > 0 && step.is_multiple_of(self.eval_every));
+            let do_log = do_eval || (self.log_every > 0 && step.is_multiple_of(self.log_every));
+            if do_log {
+                let secs = interval_start.elapsed().as_secs_f64().max(1e-9);
+                let steps_per_s = interval_steps as f64 / secs;
+                let mut rec = Logs::default();
+                rec.insert("step", step as f64);
+                for (k, v) in &logs.0 {
+                    rec.insert(k.clone(), *v);
+                }
+                rec.insert("examples_per_s", steps_per_s * batch as f64);
+                if let Some(tp) = &self.throughput {
+                    rec.insert("mfu", tp.flops_per_step * steps_per_s / tp.peak_flops);
+                    if let Some(tok) = tp.tokens_per_step {
+                        rec.insert("tokens_per_s", steps_per_s * tok as f64);
+                    }
+                }
+                if do_eval {
+                    for (k, v) in self.eval_logs(cx.model)?.0 {
+                        rec.insert(k, v);
+                    }
+                }
+                let json = record_json(&rec);
+                if let Some(p) = &progress {
+                    p.line(&log_line(&json));
+                }
+                if let Some(l) = &mut log {
+                    l.log(&json)?;
+                }
+                history.records.push(json);
+                for cb in cbs.iter_mut() {
+                    cb.on_log(step, &rec, &mut cx)?;
+                }
+                interval_start = Instant::now();
+                interval_steps = 0;
+            }
+            if let Some(cp) = &self.checkpoint {
+                if step == self.steps || (cp.every > 0 && step.is_multiple_of(cp.every)) {
+                    save_checkpoint(cx.model, cp, step)?;
+                }
+            }
+            let epoch_done = step.is_multiple_of(spe) || step == self.steps;
+            if epoch_done || cx.stop_training {
+                bar.finish_and_clear();
+                let mut logs = epoch_sums.clone();
+                logs.0
+                    .iter_mut()
+                    .for_each(|(_, v)| *v /= epoch_n.max(1) as f64);
+                if self.eval_at_epoch_end {
+                    for (k, v) in self.eval_logs(cx.model)?.0 {
+                        logs.insert(k, v);
+                    }
+                }
+                logs.insert("lr", cx.model.learning_rate());
+                if self.display == Display::Epochs {
+                    eprintln!(
+                        "{}/{} - {:.0}s - {}",
+                        epoch_n,
+                        spe.min(self.steps - epoch * spe),
+                        epoch_t.elapsed().as_secs_f64(),
+                        logs.line()
+                    );
+                }
+                history.epochs.push(logs.clone());
+                for cb in cbs.iter_mut() {
+                    cb.on_epoch_end(epoch, &logs, &mut cx)?;
+                }
+            }
+        }
+        if let Some(p) = &progress {
+            p.finish();
+        }
+        for cb in cbs.iter_mut() {
+            cb.on_train_end(&history, &mut cx)?;
+        }
+        self.callbacks = cbs;
+        Ok(history)
+    }
+}
+
+fn epoch_bar(len: u64) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(len);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{pos}/{len} [{bar:30}] {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b
+}
+
+/// A record as `metrics.jsonl` holds it: `step` an integer, the rest numbers.
+fn record_json(rec: &Logs) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in &rec.0 {
+        let val = if k == "step" {
+            json!(*v as u64)
+        } else {
+            json!(v)
+        };
+        m.insert(k.clone(), val);
+    }
+    serde_json::Value::Object(m)
+}
+
+fn save_checkpoint(model: &mut dyn TrainStep, cp: &CheckpointPolicy, step: usize) -> Result<()> {
+    let Some(snap) = model.checkpoint_tensors()? else {
+        bail!("this model keeps no checkpointable state: drop the checkpoint settings");
+    };
+    let state = CheckpointState {
+        format: 0,
+        step,
+        seed: snap.seed,
+        config: cp.config.clone(),
+        checksums: Default::default(),
+        files: Vec::new(),
+    };
+    let extra: Vec<(&str, &Path)> = cp
+        .extra_files
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_path()))
+        .collect();
+    crate::checkpoint::save(
+        &cp.root,
+        &state,
+        &snap.params,
+        &snap.optimizer,
+        &extra,
+        cp.keep,
+    )?;
+    Ok(())
+}
+
+/// A model's compiled train and eval programs with their state on device: the CLI's
+/// [`TrainStep`].
+pub struct ProgramStep<'c> {
+    pub client: &'c Client,
+    pub train: Compiled,
+    pub eval: Compiled,
+    pub state: TrainState,
+    /// The optimizer's base learning rate (the schedule scales it in the step).
+    pub base_lr: f64,
+    last_lr: f64,
+}
+
+impl<'c> ProgramStep<'c> {
+    pub fn new(
+        client: &'c Client,
+        train: Compiled,
+        eval: Compiled,
+        seed: u64,
+        base_lr: f64,
+    ) -> Result<Self> {
+        let state = TrainState::init(client, &train.prog, seed)?;
+        Ok(ProgramStep {
+            client,
+            train,
+            eval,
+            state,
+            base_lr,
+            last_lr: base_lr,
+        })
+    }
+}
+
+impl TrainStep for ProgramStep<'_> {
+    fn begin(&mut self, _batch_size: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn train_step(&mut self, batch: &[HostArray]) -> Result<Logs> {
+        let (loss, lr, gnorm) = run_train_step(self.client, &self.train, &mut self.state, batch)?;
+        self.last_lr = lr as f64;
+        let mut logs = Logs::default();
+        logs.insert("loss", loss as f64);
+        logs.insert("lr", lr as f64);
+        logs.insert("grad_norm", gnorm as f64);
+        Ok(logs)
+    }
+
+    fn evaluate(&mut self, batches: &[(Vec<HostArray>, usize)]) -> Result<Logs> {
+        let (sums, n) = evaluate(self.client, &self.eval, &self.state.params, batches)?;
+        let mut logs = Logs::default();
+        for (name, s) in self.eval.prog.per_example.iter().zip(&sums) {
+            let key = if name == "correct" { "accuracy" } else { name };
+            logs.insert(key, s / n.max(1) as f64);
+        }
+        Ok(logs)
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.last_lr * self.state.lr_scale as f64
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        if self.last_lr <= 0.0 {
+            bail!("the scheduled learning rate is 0 here; it cannot be scaled to {lr}");
+        }
+        self.state.lr_scale = (lr / self.last_lr) as f32;
+        Ok(())
+    }
+
+    fn save_weights(&mut self, path: &Path) -> Result<()> {
+        let (params, _) = self.state.to_host(&self.train.prog)?;
+        crate::checkpoint::write_tensors(path, &params)
+    }
+
+    fn checkpoint_tensors(&mut self) -> Result<Option<Snapshot>> {
+        let (params, optimizer) = self.state.to_host(&self.train.prog)?;
+        Ok(Some(Snapshot {
+            params,
+            optimizer,
+            seed: self.state.seed,
+        }))
+    }
+
+    fn restore(&mut self, c: &Checkpoint) -> Result<()> {
+        self.state = TrainState::from_checkpoint(self.client, &self.train.prog, c)?;
+        Ok(())
+    }
+}
+
+/// Settings of one `rxla train` run.
 pub struct RunSpec<'a> {
     pub model: &'a dyn nn::Model,
     pub optimizer: Optimizer,
@@ -40,12 +595,14 @@ pub struct RunSpec<'a> {
     pub passes: Passes,
 }
 
-/// Trains until `spec.steps` steps, evaluating, logging and checkpointing; writes
-/// `metrics.jsonl`, `summary.json` and `checkpoints/` under `spec.out`. Returns the summary.
-pub fn train(
+/// `rxla train`: compiles the model's programs, runs the [`Learner`] with `callbacks`, and
+/// writes `config.json`, `metrics.jsonl`, `summary.json` and `checkpoints/` under `spec.out`.
+/// Returns the summary.
+pub fn train<'a>(
     client: &Client,
     spec: &RunSpec,
     data: &mut dyn DataSource,
+    callbacks: Vec<Box<dyn Callback + 'a>>,
 ) -> Result<serde_json::Value> {
     let wall = Instant::now();
     std::fs::create_dir_all(&spec.out)
@@ -59,28 +616,22 @@ pub fn train(
     if let Some((first, _)) = eval_batches.first() {
         check_data(&eval_prog, first, "evaluation")?;
     }
+    let policy = CheckpointPolicy {
+        root: spec.out.join("checkpoints"),
+        every: spec.checkpoint_every,
+        keep: spec.keep_checkpoints,
+        config: spec.config_json.clone(),
+        extra_files: spec.extra_files.clone(),
+        resume: spec.resume,
+    };
+    // Before config.json is rewritten: a run that cannot continue is left as it was.
+    let resume_from = policy.to_resume()?;
     let flops_per_step = crate::flops::matmul_flops(&train_prog.graph);
     let tokens_per_step = train_prog
         .data_types
         .first()
         .filter(|t| !t.dtype.is_float() && t.rank() == 2)
         .map(|t| (t.dims()[0] * t.dims()[1]) as usize);
-    let ckpt_root = spec.out.join("checkpoints");
-    let resumed = if spec.resume {
-        let dir = crate::checkpoint::latest(&ckpt_root)?.with_context(|| {
-            format!(
-                "--resume: no complete checkpoint in {}",
-                ckpt_root.display()
-            )
-        })?;
-        Some(crate::checkpoint::load(&dir)?)
-    } else {
-        None
-    };
-    if let Some(c) = &resumed {
-        check_same_run(&c.state.config, &spec.config_json)
-            .with_context(|| format!("cannot resume from {}", c.dir.display()))?;
-    }
     files::write_json_atomic(&spec.out.join("config.json"), &spec.config_json)?;
     let train_c = compile_program(client, train_prog)?;
     let eval_c = compile_program(client, eval_prog)?;
@@ -90,18 +641,18 @@ pub fn train(
         Some(p) => p,
         None => crate::flops::measured_peak_flops(client)?,
     };
-    let progress = Progress::new(spec.steps as u64);
-    progress.println(&format!("rxla: {}", pass_report.line()));
+    let say = |m: &str| eprintln!("{m}");
+    say(&format!("rxla: {}", pass_report.line()));
     if pass_report.precision.is_some()
         && client.platform_name() == "cpu"
         && !crate::flops::cpu_has_native_bf16()
     {
-        progress.println(
+        say(
             "rxla: warning: this CPU has no avx512_bf16, so XLA emulates bf16 dots and they run slower \
              than f32 here (`rxla bench` reports matmul_bf16_flops); use train.precision = \"f32\" for speed",
         );
     }
-    progress.println(&format!(
+    say(&format!(
         "rxla: {} parameters; train step compiled in {:.2}s (argument {} MB, output {} MB, temp {} MB), eval step in {:.2}s",
         n_params,
         train_c.compile_s,
@@ -110,22 +661,14 @@ pub fn train(
         mem.temp_bytes >> 20,
         eval_c.compile_s
     ));
-    let mut st = match &resumed {
-        Some(c) => {
-            let st = TrainState::from_checkpoint(client, &train_c.prog, c)?;
-            progress.println(&format!(
-                "rxla: resumed from {} at step {}",
-                c.dir.display(),
-                st.step
-            ));
-            st
-        }
-        None => TrainState::init(client, &train_c.prog, spec.seed)?,
-    };
-    let param_bytes = st.param_bytes_per_device();
-    let state_bytes = st.state_bytes_per_device();
+    let compile_s = train_c.compile_s + eval_c.compile_s;
+    let pipeline = train_c.prog.pipeline_json();
+    let devices = train_c.prog.num_devices();
+    let mut step = ProgramStep::new(client, train_c, eval_c, spec.seed, spec.optimizer.opt.lr)?;
+    let param_bytes = step.state.param_bytes_per_device();
+    let state_bytes = step.state.state_bytes_per_device();
     if let Some(plan) = &spec.passes.parallel {
-        progress.println(&format!(
+        say(&format!(
             "rxla: mesh {} on {} devices; per device: parameters {} KB, optimizer state {} KB",
             plan.describe(),
             plan.num_devices(),
@@ -133,123 +676,58 @@ pub fn train(
             state_bytes >> 10
         ));
     }
-    if let Some(p) = train_c.prog.pipeline_json() {
-        progress.println(&format!(
+    if let Some(p) = &pipeline {
+        say(&format!(
             "rxla: {}",
-            crate::step::pipeline_text(&p).trim_end()
+            crate::step::pipeline_text(p).trim_end()
         ));
     }
-    let metrics_path = spec.out.join("metrics.jsonl");
-    if resumed.is_some() {
-        truncate_metrics(&metrics_path, st.step)?;
-    }
-    let mut log = MetricsLog::open(&metrics_path, resumed.is_some())?;
-    let mut last = json!({});
-    let mut interval_start = Instant::now();
-    let mut interval_steps = 0usize;
-    let mut train_time = 0f64;
-    let mut trained = 0usize;
-    let mut last_eval = json!({});
-    let extra: Vec<(&str, &Path)> = spec
-        .extra_files
+    let mut learner = Learner::new(spec.steps, data.steps_per_epoch());
+    learner.log_every = spec.log_every.max(1);
+    learner.eval_every = spec.eval_every;
+    learner.eval_at_end = true;
+    learner.eval_batches = eval_batches;
+    learner.bytes_per_token = data.eval_bytes_per_token();
+    learner.callbacks = callbacks;
+    learner.checkpoint = Some(policy);
+    learner.resume_from = resume_from;
+    learner.metrics = Some(spec.out.join("metrics.jsonl"));
+    learner.throughput = Some(Throughput {
+        tokens_per_step,
+        flops_per_step,
+        peak_flops: peak,
+    });
+    learner.display = Display::Run;
+    learner.nonfinite_is_error = true;
+    let history = learner.fit(&mut step, data)?;
+    let trained = history.steps;
+    let train_time = history.train_seconds;
+    let last = history.records.last().cloned().unwrap_or(json!({}));
+    let last_eval = history
+        .records
         .iter()
-        .map(|(n, p)| (n.as_str(), p.as_path()))
-        .collect();
-    while st.step < spec.steps {
-        let batch_data = data.train_batch(st.step)?;
-        let t = Instant::now();
-        let (loss, lr, gnorm) = run_train_step(client, &train_c, &mut st, &batch_data)?;
-        train_time += t.elapsed().as_secs_f64();
-        interval_steps += 1;
-        trained += 1;
-        if !loss.is_finite() {
-            bail!(
-                "loss became {loss} at step {}: lower the learning rate or enable clipping",
-                st.step
-            );
-        }
-        let step = st.step;
-        progress.set_step(step as u64);
-        let do_eval = step == spec.steps || (spec.eval_every > 0 && step % spec.eval_every == 0);
-        let do_log = do_eval || step % spec.log_every.max(1) == 0;
-        if do_log {
-            let secs = interval_start.elapsed().as_secs_f64().max(1e-9);
-            let steps_per_s = interval_steps as f64 / secs;
-            let mut rec = json!({
-                "step": step,
-                "loss": loss,
-                "lr": lr,
-                "grad_norm": gnorm,
-                "examples_per_s": steps_per_s * batch as f64,
-                "mfu": flops_per_step * steps_per_s / peak,
-            });
-            if let Some(tok) = tokens_per_step {
-                rec["tokens_per_s"] = json!(steps_per_s * tok as f64);
-            }
-            if do_eval {
-                let (sums, n) = evaluate(client, &eval_c, &st.params, &eval_batches)?;
-                for (name, s) in eval_c.prog.per_example.iter().zip(&sums) {
-                    let key = match name.as_str() {
-                        "correct" => "eval_accuracy".to_string(),
-                        other => format!("eval_{other}"),
-                    };
-                    rec[key] = json!(s / n.max(1) as f64);
-                }
-                if let (Some(bpt), Some(l)) =
-                    (data.eval_bytes_per_token(), rec["eval_loss"].as_f64())
-                {
-                    rec["eval_perplexity"] = json!(l.exp());
-                    rec["eval_bits_per_byte"] = json!(l / std::f64::consts::LN_2 / bpt);
-                }
-                last_eval = rec.clone();
-            }
-            progress.line(&log_line(&rec));
-            log.log(&rec)?;
-            last = rec;
-            interval_start = Instant::now();
-            interval_steps = 0;
-        }
-        let do_ckpt =
-            step == spec.steps || (spec.checkpoint_every > 0 && step % spec.checkpoint_every == 0);
-        if do_ckpt {
-            let (params, opt) = st.to_host(&train_c.prog)?;
-            let state = crate::checkpoint::CheckpointState {
-                format: 0,
-                step,
-                seed: st.seed,
-                config: spec.config_json.clone(),
-                checksums: Default::default(),
-                files: Vec::new(),
-            };
-            crate::checkpoint::save(
-                &ckpt_root,
-                &state,
-                &params,
-                &opt,
-                &extra,
-                spec.keep_checkpoints,
-            )?;
-        }
-    }
-    progress.finish();
+        .rev()
+        .find(|r| r.get("eval_loss").is_some())
+        .cloned()
+        .unwrap_or(json!({}));
     let mut summary = json!({
-        "steps": st.step,
+        "steps": step.state.step,
         "parameters": n_params,
         "loss": last.get("loss").cloned().unwrap_or(json!(null)),
         "examples_per_s": (trained * batch) as f64 / train_time.max(1e-9),
         "flops_per_step": flops_per_step,
         "mfu": flops_per_step * trained as f64 / train_time.max(1e-9) / peak,
-        "compile_s": train_c.compile_s + eval_c.compile_s,
+        "compile_s": compile_s,
         "seconds": wall.elapsed().as_secs_f64(),
         "argument_bytes": mem.argument_bytes,
         "output_bytes": mem.output_bytes,
         "temp_bytes": mem.temp_bytes,
         "passes": pass_report.to_json(),
-        "devices": train_c.prog.num_devices(),
+        "devices": devices,
         "parameter_bytes_per_device": param_bytes,
         "optimizer_state_bytes_per_device": state_bytes,
     });
-    if let Some(p) = train_c.prog.pipeline_json() {
+    if let Some(p) = pipeline {
         summary["pipeline"] = p;
     }
     if let Some(tok) = tokens_per_step {

@@ -3,6 +3,7 @@
 //! transform, the train state on device, checkpoints, metrics, and the one `Learner` loop.
 //! Models, Keras programs and the CLI all train through here.
 
+pub mod callbacks;
 pub mod checkpoint;
 pub mod exec;
 pub mod flops;
@@ -13,3 +14,4 @@ pub mod parallel;
 pub mod pipeline;
 pub mod state;
 pub mod step;
+pub mod tensorboard;

@@ -1,36 +1,13 @@
-//! Keras callbacks: hooks the `fit` loop calls at epoch and batch boundaries.
+//! Callbacks of the [`crate::learner::Learner`] (Keras' set): checkpoints of the best
+//! weights, early stopping, CSV and TensorBoard logs, stopping on NaN, learning-rate
+//! schedules. The same objects serve `keras::fit` and `rxla train`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::fit::{History, Logs, TrainStep};
-use super::tensorboard::EventWriter;
-
-/// What a callback may touch: the model and the stop flag.
-pub struct CallbackCtx<'a> {
-    pub model: &'a mut dyn TrainStep,
-    pub stop_training: bool,
-}
-
-pub trait Callback {
-    fn on_train_begin(&mut self, _cx: &mut CallbackCtx) -> Result<()> {
-        Ok(())
-    }
-    fn on_epoch_begin(&mut self, _epoch: usize, _cx: &mut CallbackCtx) -> Result<()> {
-        Ok(())
-    }
-    /// After optimizer step `step` (1-based, counted over the whole fit).
-    fn on_batch_end(&mut self, _step: usize, _logs: &Logs, _cx: &mut CallbackCtx) -> Result<()> {
-        Ok(())
-    }
-    fn on_epoch_end(&mut self, _epoch: usize, _logs: &Logs, _cx: &mut CallbackCtx) -> Result<()> {
-        Ok(())
-    }
-    fn on_train_end(&mut self, _history: &History, _cx: &mut CallbackCtx) -> Result<()> {
-        Ok(())
-    }
-}
+use crate::learner::{Callback, CallbackCtx, Logs};
+use crate::tensorboard::EventWriter;
 
 /// Whether larger is better for a monitored quantity (Keras `mode="auto"`).
 fn maximize(monitor: &str) -> bool {
@@ -107,8 +84,11 @@ pub struct EarlyStopping {
     pub patience: usize,
     best: Option<f64>,
     wait: usize,
-    /// The epoch (0-based) after which training stopped.
+    /// The epoch (0-based) after which training stopped; with `on_evaluations`, the step.
     pub stopped_epoch: Option<usize>,
+    /// Watch every logged record that has `monitor` (the CLI's evaluations) instead of
+    /// epoch ends.
+    pub per_record: bool,
 }
 
 impl EarlyStopping {
@@ -120,32 +100,66 @@ impl EarlyStopping {
             best: None,
             wait: 0,
             stopped_epoch: None,
+            per_record: false,
         }
     }
     pub fn min_delta(mut self, d: f64) -> Self {
         self.min_delta = d;
         self
     }
+    /// Counts evaluations (logged records with `monitor`), not epochs, as patience.
+    pub fn on_evaluations(mut self) -> Self {
+        self.per_record = true;
+        self
+    }
+
+    fn check(&mut self, at: usize, v: f64, cx: &mut CallbackCtx) {
+        if self.best.is_none() || improved(&self.monitor, v, self.best, self.min_delta) {
+            self.best = Some(v);
+            self.wait = 0;
+            return;
+        }
+        self.wait += 1;
+        if self.wait >= self.patience {
+            cx.stop_training = true;
+            self.stopped_epoch = Some(at);
+        }
+    }
 }
 
 impl Callback for EarlyStopping {
+    fn on_log(&mut self, step: usize, record: &Logs, cx: &mut CallbackCtx) -> Result<()> {
+        if !self.per_record {
+            return Ok(());
+        }
+        match record.get(&self.monitor) {
+            Some(v) => self.check(step, v, cx),
+            None if record.0.iter().any(|(k, _)| k.starts_with("eval_")) => anyhow::bail!(
+                "EarlyStopping monitors `{}`, which the evaluations do not have (they have {:?})",
+                self.monitor,
+                record
+                    .0
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("eval_"))
+                    .map(|(k, _)| k)
+                    .collect::<Vec<_>>()
+            ),
+            None => {}
+        }
+        Ok(())
+    }
+
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, cx: &mut CallbackCtx) -> Result<()> {
+        if self.per_record {
+            return Ok(());
+        }
         let Some(v) = logs.get(&self.monitor) else {
             anyhow::bail!(
                 "EarlyStopping monitors `{}`, which the logs do not have",
                 self.monitor
             );
         };
-        if self.best.is_none() || improved(&self.monitor, v, self.best, self.min_delta) {
-            self.best = Some(v);
-            self.wait = 0;
-            return Ok(());
-        }
-        self.wait += 1;
-        if self.wait >= self.patience {
-            cx.stop_training = true;
-            self.stopped_epoch = Some(epoch);
-        }
+        self.check(epoch, v, cx);
         Ok(())
     }
 }
@@ -183,7 +197,8 @@ impl Callback for CsvLogger {
     }
 }
 
-/// Epoch scalars (every log key) as TensorBoard event files under `log_dir`.
+/// Epoch scalars (every log key, as `epoch_<key>`) and every logged record's values (by
+/// step) as TensorBoard event files under `log_dir`.
 pub struct TensorBoard {
     pub log_dir: PathBuf,
     writer: Option<EventWriter>,
@@ -202,6 +217,18 @@ impl Callback for TensorBoard {
     fn on_train_begin(&mut self, _cx: &mut CallbackCtx) -> Result<()> {
         self.writer = Some(EventWriter::create(&self.log_dir)?);
         Ok(())
+    }
+    fn on_log(&mut self, step: usize, record: &Logs, _cx: &mut CallbackCtx) -> Result<()> {
+        let vals: Vec<(String, f64)> = record
+            .0
+            .iter()
+            .filter(|(k, _)| k != "step")
+            .cloned()
+            .collect();
+        match &mut self.writer {
+            Some(w) => w.scalars(step as i64, &vals),
+            None => Ok(()),
+        }
     }
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, _cx: &mut CallbackCtx) -> Result<()> {
         let vals: Vec<(String, f64)> = logs
