@@ -126,10 +126,21 @@ impl Graph {
         self.sub(lse, picked)
     }
 
-    /// Mean binary cross-entropy of sigmoid(logits) against targets in [0, 1]:
-    /// `max(x, 0) - x t + log1p(exp(-|x|))`.
+    /// Mean binary cross-entropy of sigmoid(logits) against targets in [0, 1].
     #[track_caller]
     pub fn sigmoid_cross_entropy(&mut self, logits: NodeId, targets: NodeId) -> Result<NodeId> {
+        let l = self.sigmoid_cross_entropy_elems(logits, targets)?;
+        self.mean_all(l)
+    }
+
+    /// Binary cross-entropy of sigmoid(logits) per element, stable for any logit:
+    /// `max(x, 0) - x t + log1p(exp(-|x|))`.
+    #[track_caller]
+    pub fn sigmoid_cross_entropy_elems(
+        &mut self,
+        logits: NodeId,
+        targets: NodeId,
+    ) -> Result<NodeId> {
         let r = self.relu(logits)?;
         let xt = self.mul(logits, targets)?;
         let a = self.abs(logits)?;
@@ -137,8 +148,7 @@ impl Graph {
         let e = self.exp(na)?;
         let l1 = self.log1p(e)?;
         let l = self.sub(r, xt)?;
-        let l = self.add(l, l1)?;
-        self.mean_all(l)
+        self.add(l, l1)
     }
 
     /// Layer norm over the last dim with scale `gamma` and shift `beta` `[D]`.

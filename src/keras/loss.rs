@@ -77,16 +77,7 @@ impl Loss {
             }
             Loss::BinaryCrossentropy => {
                 let l = if out.act == Activation::Sigmoid {
-                    // max(z, 0) - z t + log1p(exp(-|z|))
-                    let z = out.pre;
-                    let rz = g.relu(z)?;
-                    let zt = g.mul(z, target)?;
-                    let a = g.abs(z)?;
-                    let na = g.neg(a)?;
-                    let e = g.exp(na)?;
-                    let l1 = g.log1p(e)?;
-                    let l = g.sub(rz, zt)?;
-                    g.add(l, l1)?
+                    g.sigmoid_cross_entropy_elems(out.pre, target)?
                 } else {
                     let p = clip(g, out.y, eps)?;
                     let lp = g.log(p)?;
