@@ -10,6 +10,8 @@ use crate::ir::{Graph, NodeId};
 use crate::op::{vjp_node, Op};
 use crate::ops::common::accumulate;
 use crate::ops::control::{add_element_ct, save_carries, vjp_optimization_barrier, vjp_scan};
+use crate::ops::custom::vjp_custom_vjp;
+use crate::ops::sort::{save_indices, vjp_sort};
 use crate::passes::region::NodeTag;
 use std::collections::HashMap;
 
@@ -82,11 +84,19 @@ pub fn vjp(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<
     }
     let active = |i: usize| depends[i] && needed[i];
 
+    // Residuals of tuple ops, saved by rewriting them in place.
     let mut saved = HashMap::new();
+    let mut perms = HashMap::new();
     for i in 0..n {
-        if active(i) && matches!(g.nodes[i].op, Op::Scan(_)) {
-            let id = NodeId(i as u32);
-            saved.insert(id, save_carries(g, id)?);
+        let id = NodeId(i as u32);
+        match g.nodes[i].op {
+            Op::Scan(_) if active(i) => {
+                saved.insert(id, save_carries(g, id)?);
+            }
+            Op::Sort { .. } if active(i) => {
+                perms.insert(id, save_indices(g, id)?);
+            }
+            _ => {}
         }
     }
 
@@ -124,6 +134,13 @@ pub fn vjp(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<
                     Ok(vec![None])
                 }
                 Op::OptimizationBarrier => Ok(vjp_optimization_barrier(&node_cts)),
+                Op::CustomVjp(p) => vjp_custom_vjp(g, p, id, &node.inputs, &node_cts),
+                Op::Sort { dim, .. } => {
+                    let perm = perms.get(&id).ok_or_else(|| {
+                        GraphError::Invalid(format!("sort {id} has no saved indices"))
+                    })?;
+                    vjp_sort(g, *dim, &node.inputs, &node_cts, *perm)
+                }
                 Op::Scan(_) => {
                     let (orig, hs) = saved.get(&id).ok_or_else(|| {
                         GraphError::Invalid(format!("scan {id} has no saved carries"))

@@ -24,8 +24,8 @@ pub mod verify;
 pub use error::{GraphError, Result};
 pub use ir::{Graph, Location, Node, NodeId};
 pub use op::{
-    BinaryOp, CompareDir, ConvDims, ConvParams, DotDims, Literal, LiteralData, Op, ReduceKind,
-    ScanParams, Sharding, UnaryOp, Window,
+    BinaryOp, CompareDir, ConvDims, ConvParams, CustomVjpParams, DotDims, Literal, LiteralData, Op,
+    ReduceKind, ScanParams, Sharding, UnaryOp, Window,
 };
 pub use ops::control::{ScanArgs, ScanOutputs};
 pub use ops::conv::Padding;

@@ -19,15 +19,30 @@ pub enum VerifyError {
         node: NodeId,
         msg: String,
     },
-    #[error("in the body of scan {node}: {inner}")]
+    /// In a sub-graph of node `node`; `what` names it ("body of scan").
+    #[error("in the {what} {node}: {inner}")]
     Body {
         node: NodeId,
+        what: String,
         inner: Box<VerifyError>,
     },
 }
 
+/// The graphs an op holds, each with how errors name it.
+fn sub_graphs(op: &Op) -> Vec<(String, &Graph)> {
+    match op {
+        Op::Scan(p) => vec![("body of scan".into(), &p.body)],
+        Op::CustomVjp(p) => vec![
+            (format!("forward of custom_vjp `{}`", p.name), &p.forward),
+            (format!("backward of custom_vjp `{}`", p.name), &p.backward),
+        ],
+        _ => vec![],
+    }
+}
+
 /// Every operand exists and precedes its user, every stored type is what
-/// the op's shape rule gives, outputs are tensor nodes, scan bodies verify.
+/// the op's shape rule gives (which checks sub-graph signatures), outputs
+/// are tensor nodes, sub-graphs (scan bodies, custom VJPs) verify.
 pub fn verify(g: &Graph) -> Result<(), VerifyError> {
     for (i, node) in g.nodes.iter().enumerate() {
         let id = NodeId(i as u32);
@@ -42,9 +57,10 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
                 return Err(fail(format!("operand {x} does not precede its user")));
             }
         }
-        if let Op::Scan(p) = &node.op {
-            verify(&p.body).map_err(|e| VerifyError::Body {
+        for (what, sub) in sub_graphs(&node.op) {
+            verify(sub).map_err(|e| VerifyError::Body {
                 node: id,
+                what,
                 inner: Box::new(e),
             })?;
         }

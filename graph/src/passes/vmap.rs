@@ -416,7 +416,11 @@ fn batch_node(
             };
             push(g, Op::Sharding(s), vec![x])
         }
-        Op::Scan(_) | Op::OptimizationBarrier | Op::GetTupleElement(_) => Err(unsupported(
+        Op::Sort { .. }
+        | Op::Scan(_)
+        | Op::CustomVjp(_)
+        | Op::OptimizationBarrier
+        | Op::GetTupleElement(_) => Err(unsupported(
             node,
             "tuple ops are not supported on batched operands",
         )),
