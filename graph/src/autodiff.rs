@@ -33,16 +33,29 @@ pub fn grad(g: &Graph, loss: NodeId, wrt: &[NodeId]) -> Result<(Graph, Vec<NodeI
     let mut out = g.clone();
     let loc = g.node(loss)?.loc.clone();
     let one = out.with_location(loc, |g| g.full_like(loss, 1.0))?;
-    let grads = vjp(&mut out, &[(loss, one)], wrt)?;
+    let grads = vjp_unchecked(&mut out, &[(loss, one)], wrt)?;
     out.regions
         .fill(g.len()..out.len(), NodeTag::Backward(None));
-    Ok((out, grads))
+    Ok((crate::passes::checked("grad", g, out)?, grads))
 }
 
 /// In-place reverse mode: appends to `g` the cotangents of `wrt` given the
-/// cotangent `ct` of each seed value `(value, ct)`. Scans on the path are
-/// rewritten in place to also return the carries the backward pass needs.
+/// cotangent `ct` of each seed value `(value, ct)`. Scans and sorts on the
+/// path are rewritten in place to also return what the backward pass needs
+/// (carries, indices). Verifies the result like every pass.
 pub fn vjp(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<Vec<NodeId>> {
+    let grads = vjp_unchecked(g, seeds, wrt)?;
+    crate::verify(g).map_err(|err| GraphError::PassOutput { pass: "vjp", err })?;
+    Ok(grads)
+}
+
+/// [`vjp`] without the final verify (for [`grad`], and for scan bodies,
+/// verified with the graph holding them).
+pub(crate) fn vjp_unchecked(
+    g: &mut Graph,
+    seeds: &[(NodeId, NodeId)],
+    wrt: &[NodeId],
+) -> Result<Vec<NodeId>> {
     let n = g.len();
     for &(v, c) in seeds {
         let (tv, tc) = (g.ty(v)?, g.ty(c)?);
