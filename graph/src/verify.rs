@@ -44,7 +44,34 @@ fn sub_graphs(op: &Op) -> Vec<(String, &Graph)> {
 /// the op's shape rule gives (which checks sub-graph signatures), outputs
 /// are tensor nodes, sub-graphs (scan bodies, custom VJPs) verify.
 pub fn verify(g: &Graph) -> Result<(), VerifyError> {
-    for (i, node) in g.nodes.iter().enumerate() {
+    verify_nodes(g, 0..g.len())?;
+    for (index, &node) in g.outputs.iter().enumerate() {
+        match g.nodes.get(node.index()) {
+            None => {
+                return Err(VerifyError::Output {
+                    index,
+                    node,
+                    msg: "no such node".into(),
+                })
+            }
+            Some(n) if n.ty.as_tensor().is_none() => {
+                return Err(VerifyError::Output {
+                    index,
+                    node,
+                    msg: "a tuple cannot be an output".into(),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The node checks of [`verify`] for the nodes in `range` (for passes that
+/// append to a graph being built, like `vmap`).
+pub(crate) fn verify_nodes(g: &Graph, range: std::ops::Range<usize>) -> Result<(), VerifyError> {
+    for i in range {
+        let node = &g.nodes[i];
         let id = NodeId(i as u32);
         let fail = |msg: String| VerifyError::Node {
             node: id,
@@ -71,25 +98,6 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
                 "stored type {} but the shape rule gives {want}",
                 node.ty
             )));
-        }
-    }
-    for (index, &node) in g.outputs.iter().enumerate() {
-        match g.nodes.get(node.index()) {
-            None => {
-                return Err(VerifyError::Output {
-                    index,
-                    node,
-                    msg: "no such node".into(),
-                })
-            }
-            Some(n) if n.ty.as_tensor().is_none() => {
-                return Err(VerifyError::Output {
-                    index,
-                    node,
-                    msg: "a tuple cannot be an output".into(),
-                })
-            }
-            Some(_) => {}
         }
     }
     Ok(())

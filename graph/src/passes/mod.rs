@@ -27,11 +27,11 @@
 //!   donation pairs (by argument and output index) stay valid. Running them
 //!   earlier works too; remap held ids through the reports' `map`.
 //!
-//! Every pass (these two and [`crate::autodiff::grad`]) runs
-//! [`crate::verify`] on its result, in all builds: an invalid graph is a
-//! [`crate::GraphError::PassOutput`] naming the pass, not a crash in XLA.
-//! It costs about 1 ms on a GPT-2-small step graph (9k nodes), less than
-//! each pass itself.
+//! Every pass (these two, [`crate::autodiff::grad`] / `vjp`, and [`vmap`]
+//! on the nodes it adds) runs [`crate::verify`] on its result, in all
+//! builds: an invalid graph is a [`crate::GraphError::PassOutput`] naming
+//! the pass, not a crash in XLA. It costs about 1 ms on a GPT-2-small step
+//! graph (9k nodes), less than each pass itself.
 
 pub mod precision;
 pub mod region;
