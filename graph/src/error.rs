@@ -1,7 +1,7 @@
 //! Errors of graph construction and passes.
 
 use crate::ir::{Location, NodeId};
-use crate::verify::VerifyError;
+use crate::passes::verify::VerifyError;
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Error)]

@@ -19,7 +19,6 @@ pub mod ops;
 pub mod passes;
 pub mod rewrite;
 pub mod types;
-pub mod verify;
 
 pub use error::{GraphError, Result};
 pub use ir::{Graph, Location, Node, NodeId};
@@ -29,10 +28,10 @@ pub use op::{
 };
 pub use ops::control::{ScanArgs, ScanOutputs};
 pub use ops::conv::Padding;
+pub use passes::verify::{verify, VerifyError};
 pub use passes::{
     mixed_precision, remat, NodeTag, PrecisionPolicy, PrecisionReport, RegionId, RegionPolicy,
     Regions, RematPolicy, RematReport,
 };
 pub use passes::{vmap, VmapSpec, Vmapped};
 pub use types::{DType, NodeType, Shape, TensorType};
-pub use verify::{verify, VerifyError};

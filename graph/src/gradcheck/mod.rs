@@ -17,8 +17,8 @@ pub use forward::forward_cases;
 use crate::autodiff::grad;
 use crate::interp::HostTensor;
 use crate::ir::{Graph, NodeId};
+use crate::passes::verify::verify;
 use crate::types::{DType, TensorType};
-use crate::verify::verify;
 
 /// A graph (outputs `[y]`) and arguments to evaluate it at.
 #[derive(Clone, Debug)]

@@ -38,6 +38,7 @@ pub mod region;
 pub mod remat;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 pub mod vmap;
 
 pub use precision::{mixed_precision, PrecisionPolicy, PrecisionReport};

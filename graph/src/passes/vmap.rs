@@ -151,7 +151,7 @@ pub fn vmap(
         copies.insert(old, copy);
     }
     // Like every pass, check what it built (only the new nodes: it runs inside model code).
-    crate::verify::verify_nodes(g, start..g.len())
+    super::verify::verify_nodes(g, start..g.len())
         .map_err(|err| GraphError::PassOutput { pass: "vmap", err })?;
     Ok(Vmapped { size, copies })
 }

@@ -1,4 +1,5 @@
-//! Checks every IR invariant; run it after each pass in tests.
+//! Checks every IR invariant. Every pass runs it on its result; it lives
+//! with the passes so that they can call it without a module cycle.
 
 use crate::ir::{Graph, Location, NodeId};
 use crate::op::{infer, Op};
