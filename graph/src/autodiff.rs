@@ -10,6 +10,8 @@ use crate::ir::{Graph, NodeId};
 use crate::op::{vjp_node, Op};
 use crate::ops::common::accumulate;
 use crate::ops::control::{add_element_ct, save_carries, vjp_optimization_barrier, vjp_scan};
+use crate::ops::custom::vjp_custom_vjp;
+use crate::ops::sort::{save_indices, vjp_sort};
 use crate::passes::region::NodeTag;
 use std::collections::HashMap;
 
@@ -31,16 +33,29 @@ pub fn grad(g: &Graph, loss: NodeId, wrt: &[NodeId]) -> Result<(Graph, Vec<NodeI
     let mut out = g.clone();
     let loc = g.node(loss)?.loc.clone();
     let one = out.with_location(loc, |g| g.full_like(loss, 1.0))?;
-    let grads = vjp(&mut out, &[(loss, one)], wrt)?;
+    let grads = vjp_unchecked(&mut out, &[(loss, one)], wrt)?;
     out.regions
         .fill(g.len()..out.len(), NodeTag::Backward(None));
-    Ok((out, grads))
+    Ok((crate::passes::checked("grad", g, out)?, grads))
 }
 
 /// In-place reverse mode: appends to `g` the cotangents of `wrt` given the
-/// cotangent `ct` of each seed value `(value, ct)`. Scans on the path are
-/// rewritten in place to also return the carries the backward pass needs.
+/// cotangent `ct` of each seed value `(value, ct)`. Scans and sorts on the
+/// path are rewritten in place to also return what the backward pass needs
+/// (carries, indices). Verifies the result like every pass.
 pub fn vjp(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<Vec<NodeId>> {
+    let grads = vjp_unchecked(g, seeds, wrt)?;
+    crate::verify(g).map_err(|err| GraphError::PassOutput { pass: "vjp", err })?;
+    Ok(grads)
+}
+
+/// [`vjp`] without the final verify (for [`grad`], and for scan bodies,
+/// verified with the graph holding them).
+pub(crate) fn vjp_unchecked(
+    g: &mut Graph,
+    seeds: &[(NodeId, NodeId)],
+    wrt: &[NodeId],
+) -> Result<Vec<NodeId>> {
     let n = g.len();
     for &(v, c) in seeds {
         let (tv, tc) = (g.ty(v)?, g.ty(c)?);
@@ -82,11 +97,19 @@ pub fn vjp(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<
     }
     let active = |i: usize| depends[i] && needed[i];
 
+    // Residuals of tuple ops, saved by rewriting them in place.
     let mut saved = HashMap::new();
+    let mut perms = HashMap::new();
     for i in 0..n {
-        if active(i) && matches!(g.nodes[i].op, Op::Scan(_)) {
-            let id = NodeId(i as u32);
-            saved.insert(id, save_carries(g, id)?);
+        let id = NodeId(i as u32);
+        match g.nodes[i].op {
+            Op::Scan(_) if active(i) => {
+                saved.insert(id, save_carries(g, id)?);
+            }
+            Op::Sort { .. } if active(i) => {
+                perms.insert(id, save_indices(g, id)?);
+            }
+            _ => {}
         }
     }
 
@@ -124,6 +147,13 @@ pub fn vjp(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<
                     Ok(vec![None])
                 }
                 Op::OptimizationBarrier => Ok(vjp_optimization_barrier(&node_cts)),
+                Op::CustomVjp(p) => vjp_custom_vjp(g, p, id, &node.inputs, &node_cts),
+                Op::Sort { dim, .. } => {
+                    let perm = perms.get(&id).ok_or_else(|| {
+                        GraphError::Invalid(format!("sort {id} has no saved indices"))
+                    })?;
+                    vjp_sort(g, *dim, &node.inputs, &node_cts, *perm)
+                }
                 Op::Scan(_) => {
                     let (orig, hs) = saved.get(&id).ok_or_else(|| {
                         GraphError::Invalid(format!("scan {id} has no saved carries"))

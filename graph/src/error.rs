@@ -1,6 +1,7 @@
 //! Errors of graph construction and passes.
 
 use crate::ir::{Location, NodeId};
+use crate::passes::verify::VerifyError;
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -23,6 +24,18 @@ pub enum GraphError {
         op: &'static str,
         loc: Location,
         msg: String,
+    },
+    /// A pass built a graph that does not verify: a bug in the pass.
+    #[error("pass `{pass}` produced an invalid graph: {err}")]
+    PassOutput {
+        pass: &'static str,
+        err: VerifyError,
+    },
+    /// A pass was handed a graph that does not verify.
+    #[error("the input of pass `{pass}` does not verify: {err}")]
+    PassInput {
+        pass: &'static str,
+        err: VerifyError,
     },
     #[error("{0}")]
     Invalid(String),

@@ -19,20 +19,19 @@ pub mod ops;
 pub mod passes;
 pub mod rewrite;
 pub mod types;
-pub mod verify;
 
 pub use error::{GraphError, Result};
 pub use ir::{Graph, Location, Node, NodeId};
 pub use op::{
-    BinaryOp, CompareDir, ConvDims, ConvParams, DotDims, Literal, LiteralData, Op, ReduceKind,
-    ScanParams, Sharding, UnaryOp, Window,
+    BinaryOp, CompareDir, ConvDims, ConvParams, CustomVjpParams, DotDims, Literal, LiteralData, Op,
+    ReduceKind, ScanParams, Sharding, UnaryOp, Window,
 };
 pub use ops::control::{ScanArgs, ScanOutputs};
 pub use ops::conv::Padding;
+pub use passes::verify::{verify, VerifyError};
 pub use passes::{
     mixed_precision, remat, NodeTag, PrecisionPolicy, PrecisionReport, RegionId, RegionPolicy,
     Regions, RematPolicy, RematReport,
 };
 pub use passes::{vmap, VmapSpec, Vmapped};
 pub use types::{DType, NodeType, Shape, TensorType};
-pub use verify::{verify, VerifyError};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::ops::annotate::Sharding;
 pub use crate::ops::control::ScanParams;
 pub use crate::ops::conv::{ConvDims, ConvParams};
+pub use crate::ops::custom::CustomVjpParams;
 pub use crate::ops::dot::DotDims;
 pub use crate::ops::elementwise::{BinaryOp, CompareDir, UnaryOp};
 pub use crate::ops::leaf::{Literal, LiteralData};
@@ -92,8 +93,18 @@ pub enum Op {
         window: Window,
     },
     Conv(ConvParams),
+    /// `(keys, payloads..)` sorted by the keys along `dim`, stably; a tuple,
+    /// with the i32 argsort last when `indices` (see `ops/sort.rs`).
+    Sort {
+        dim: usize,
+        descending: bool,
+        indices: bool,
+    },
     /// A loop over a body graph; produces a tuple `(carries.., stacked ys..)`.
     Scan(Box<ScanParams>),
+    /// A forward sub-graph differentiated by a backward sub-graph (see
+    /// `ops/custom.rs`); produces the forward's results as a tuple.
+    CustomVjp(Box<CustomVjpParams>),
     /// Identity on all operands that XLA may not move work across; a tuple.
     OptimizationBarrier,
     GetTupleElement(usize),
@@ -132,7 +143,9 @@ impl Op {
             Op::ReduceWindow { .. } => "reduce_window",
             Op::SelectAndScatterAdd { .. } => "select_and_scatter_add",
             Op::Conv(_) => "convolution",
+            Op::Sort { .. } => "sort",
             Op::Scan(_) => "scan",
+            Op::CustomVjp(_) => "custom_vjp",
             Op::OptimizationBarrier => "optimization_barrier",
             Op::GetTupleElement(_) => "get_tuple_element",
             Op::Sharding(_) => "sharding",
@@ -187,7 +200,11 @@ pub(crate) fn infer(op: &Op, ins: &[&NodeType]) -> Result<NodeType, String> {
             ops::pool::infer_select_and_scatter_add(window, &ins)?
         }
         Op::Conv(p) => ops::conv::infer_conv(p, &ins)?,
+        Op::Sort { dim, indices, .. } => {
+            return ops::sort::infer_sort(*dim, *indices, &ins).map(NodeType::Tuple)
+        }
         Op::Scan(p) => return ops::control::infer_scan(p, &ins).map(NodeType::Tuple),
+        Op::CustomVjp(p) => return ops::custom::infer_custom_vjp(p, &ins).map(NodeType::Tuple),
         Op::OptimizationBarrier => {
             return Ok(NodeType::Tuple(ins.iter().map(|t| (*t).clone()).collect()))
         }
@@ -241,8 +258,13 @@ pub(crate) fn vjp_node(
         Op::ReduceWindow { kind, window } => pool::vjp_reduce_window(g, *kind, window, &v),
         Op::SelectAndScatterAdd { .. } => pool::vjp_select_and_scatter_add(g, id),
         Op::Conv(p) => conv::vjp_conv(g, p, &v),
-        Op::Scan(_) | Op::OptimizationBarrier | Op::GetTupleElement(_) => Err(
-            crate::error::GraphError::Invalid(format!("internal: {} is a tuple op", op.name())),
-        ),
+        Op::Sort { .. }
+        | Op::Scan(_)
+        | Op::CustomVjp(_)
+        | Op::OptimizationBarrier
+        | Op::GetTupleElement(_) => Err(crate::error::GraphError::Invalid(format!(
+            "internal: {} is a tuple op",
+            op.name()
+        ))),
     }
 }

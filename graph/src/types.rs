@@ -12,6 +12,10 @@ pub enum DType {
     F64,
     I32,
     I64,
+    I8,
+    /// 4-bit integers: device-side only (quantized weights); no host buffer type.
+    I4,
+    U4,
     U8,
     U32,
     Bool,
@@ -24,28 +28,50 @@ impl DType {
 
     /// Signed or unsigned integer (not bool).
     pub fn is_int(self) -> bool {
-        matches!(self, DType::I32 | DType::I64 | DType::U8 | DType::U32)
+        matches!(
+            self,
+            DType::I32 | DType::I64 | DType::I8 | DType::I4 | DType::U4 | DType::U8 | DType::U32
+        )
     }
 
     pub fn is_unsigned(self) -> bool {
-        matches!(self, DType::U8 | DType::U32)
+        matches!(self, DType::U4 | DType::U8 | DType::U32)
     }
 
+    /// Bytes of one element in memory. 4-bit types take a byte each: XLA
+    /// CPU stores them unpacked.
     pub fn size_bytes(self) -> usize {
         match self {
             DType::F64 | DType::I64 => 8,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::BF16 | DType::F16 => 2,
-            DType::U8 | DType::Bool => 1,
+            DType::I8 | DType::I4 | DType::U4 | DType::U8 | DType::Bool => 1,
         }
     }
 
-    /// Bits of an integer type (bool counts as 1).
+    /// Bits of the value (bool counts as 1, 4-bit types as 4).
     pub fn bits(self) -> u32 {
         match self {
             DType::Bool => 1,
+            DType::I4 | DType::U4 => 4,
             other => other.size_bytes() as u32 * 8,
         }
+    }
+
+    /// The smallest and largest value of an integer or bool type; `None` for floats.
+    pub fn int_range(self) -> Option<(i128, i128)> {
+        if self == DType::Bool {
+            return Some((0, 1));
+        }
+        if !self.is_int() {
+            return None;
+        }
+        let b = self.bits();
+        Some(if self.is_unsigned() {
+            (0, (1i128 << b) - 1)
+        } else {
+            (-(1i128 << (b - 1)), (1i128 << (b - 1)) - 1)
+        })
     }
 
     /// The MLIR element type spelling (`f32`, `ui32`, `i1`, ...).
@@ -57,6 +83,9 @@ impl DType {
             DType::F64 => "f64",
             DType::I32 => "i32",
             DType::I64 => "i64",
+            DType::I8 => "i8",
+            DType::I4 => "i4",
+            DType::U4 => "ui4",
             DType::U8 => "ui8",
             DType::U32 => "ui32",
             DType::Bool => "i1",
@@ -73,6 +102,9 @@ impl fmt::Display for DType {
             DType::F64 => "f64",
             DType::I32 => "i32",
             DType::I64 => "i64",
+            DType::I8 => "i8",
+            DType::I4 => "i4",
+            DType::U4 => "u4",
             DType::U8 => "u8",
             DType::U32 => "u32",
             DType::Bool => "bool",

@@ -260,10 +260,10 @@ pub(crate) fn symbol(s: &str) -> String {
 pub(crate) fn elem(d: DType, v: f64) -> String {
     match d {
         DType::Bool => (if v != 0.0 { "true" } else { "false" }).into(),
-        // Wrap like the interpreter (and C casts) do.
-        DType::U8 => format!("{}", v as i64 as u8),
-        DType::U32 => format!("{}", v as i64 as u32),
-        DType::I32 | DType::I64 => format!("{}", v as i64),
+        // Saturating: i64's extremes (reduction identities) are not exact f64s.
+        DType::I64 => format!("{}", v as i64),
+        // Wrap like the interpreter does.
+        _ if d.is_int() => format!("{}", graph::interp::wrap(d, v) as i128),
         _ => float(d, v),
     }
 }
@@ -304,23 +304,11 @@ fn float(d: DType, v: f64) -> String {
 
 /// The lowest / highest value of `d` (reduction identities).
 pub(crate) fn lowest(d: DType) -> f64 {
-    match d {
-        DType::I32 => i32::MIN as f64,
-        DType::I64 => i64::MIN as f64,
-        DType::U8 | DType::U32 | DType::Bool => 0.0,
-        _ => f64::NEG_INFINITY,
-    }
+    d.int_range().map_or(f64::NEG_INFINITY, |(lo, _)| lo as f64)
 }
 
 pub(crate) fn highest(d: DType) -> f64 {
-    match d {
-        DType::I32 => i32::MAX as f64,
-        DType::I64 => i64::MAX as f64,
-        DType::U8 => u8::MAX as f64,
-        DType::U32 => u32::MAX as f64,
-        DType::Bool => 1.0,
-        _ => f64::INFINITY,
-    }
+    d.int_range().map_or(f64::INFINITY, |(_, hi)| hi as f64)
 }
 
 /// The comparison type StableHLO expects for `d`.

@@ -226,3 +226,41 @@ fn sharding_errors_name_the_model_line() {
         "{e}"
     );
 }
+
+#[test]
+fn sort_custom_vjp_and_narrow_int_spellings() {
+    let mut g = Graph::new("sort");
+    let x = g.input("x", TensorType::f32([2, 5])).unwrap();
+    let k = g.input("k", TensorType::new(DType::I8, [2, 5])).unwrap();
+    let s = g.sort_with_payload(x, &[k], 1, true).unwrap();
+    let a = g.argsort(k, 0, false).unwrap();
+    let q = g.convert(x, DType::I4).unwrap();
+    let u = g.scalar(-1.0, DType::U4).unwrap();
+    let y = g
+        .custom_vjp(
+            "twice",
+            &[x],
+            |g, xs| Ok(vec![g.add(xs[0], xs[0])?]),
+            |g, _, _, cts| Ok(vec![Some(g.mul_scalar(cts[0], 2.0)?)]),
+        )
+        .unwrap()[0];
+    g.set_outputs(&[s[0], s[1], a, q, u, y]).unwrap();
+    let t = lower(&g, &LowerOptions::default()).unwrap();
+    check_ssa(&t);
+    for want in [
+        "\"stablehlo.sort\"(%arg0, %arg1) (",
+        "^bb0(%",
+        "{dimension = 1 : i64, is_stable = true} : (tensor<2x5xf32>, tensor<2x5xi8>) -> (tensor<2x5xf32>, tensor<2x5xi8>)",
+        // argsort: an iota payload; i8 keys compare signed.
+        "{iota_dimension = 0 : i64} : () -> tensor<2x5xi32>",
+        "{dimension = 0 : i64, is_stable = true} : (tensor<2x5xi8>, tensor<2x5xi32>) -> (tensor<2x5xi8>, tensor<2x5xi32>)",
+        "compare_type = #stablehlo<comparison_type SIGNED>",
+        "-> tensor<2x5xi4>",
+        "dense<15> : tensor<ui4>",
+    ] {
+        assert!(t.contains(want), "missing {want}\n{t}");
+    }
+    // The custom VJP's forward is inlined; its backward is not emitted.
+    assert!(t.contains("\"stablehlo.add\"(%arg0, %arg0)"), "{t}");
+    assert!(!t.contains("stablehlo.multiply"), "{t}");
+}

@@ -9,18 +9,23 @@ use runtime::{
     bf16, f16, Buffer, Client, CompileOptions, ElementType, Executable, ShardLayout, ShardedArray,
 };
 
-pub fn element_type(d: DType) -> ElementType {
-    match d {
+/// The device element type of `d`; 4-bit types have no host buffer type here.
+pub fn element_type(d: DType) -> Result<ElementType> {
+    Ok(match d {
         DType::F32 => ElementType::F32,
         DType::BF16 => ElementType::BF16,
         DType::F16 => ElementType::F16,
         DType::F64 => ElementType::F64,
         DType::I32 => ElementType::S32,
         DType::I64 => ElementType::S64,
+        DType::I8 => ElementType::S8,
         DType::U8 => ElementType::U8,
         DType::U32 => ElementType::U32,
         DType::Bool => ElementType::Pred,
-    }
+        DType::I4 | DType::U4 => {
+            bail!("{d} has no host buffer type: convert to i8/u8 in the graph")
+        }
+    })
 }
 
 pub fn dtype(e: ElementType) -> Result<DType> {
@@ -31,6 +36,7 @@ pub fn dtype(e: ElementType) -> Result<DType> {
         ElementType::F64 => DType::F64,
         ElementType::S32 => DType::I32,
         ElementType::S64 => DType::I64,
+        ElementType::S8 => DType::I8,
         ElementType::U8 => DType::U8,
         ElementType::U32 => DType::U32,
         ElementType::Pred => DType::Bool,
@@ -69,6 +75,11 @@ pub fn to_device(client: &Client, t: &HostTensor, device: usize) -> Result<Buffe
             dims,
             device,
         ),
+        DType::I8 => client.buffer_from_host(
+            &d.iter().map(|&x| x as i8).collect::<Vec<_>>(),
+            dims,
+            device,
+        ),
         DType::U8 => client.buffer_from_host(
             &d.iter().map(|&x| x as u8).collect::<Vec<_>>(),
             dims,
@@ -84,6 +95,10 @@ pub fn to_device(client: &Client, t: &HostTensor, device: usize) -> Result<Buffe
             dims,
             device,
         ),
+        DType::I4 | DType::U4 => bail!(
+            "{} has no host buffer type: convert to i8/u8 in the graph",
+            t.ty.dtype
+        ),
     };
     Ok(b?)
 }
@@ -98,6 +113,7 @@ pub fn to_host(b: &Buffer) -> Result<HostTensor> {
         DType::F16 => b.to_host::<f16>()?.into_iter().map(f64::from).collect(),
         DType::I32 => b.to_host::<i32>()?.into_iter().map(f64::from).collect(),
         DType::I64 => b.to_host::<i64>()?.into_iter().map(|x| x as f64).collect(),
+        DType::I8 => b.to_host::<i8>()?.into_iter().map(f64::from).collect(),
         DType::U8 => b.to_host::<u8>()?.into_iter().map(f64::from).collect(),
         DType::U32 => b.to_host::<u32>()?.into_iter().map(f64::from).collect(),
         DType::Bool => b
@@ -105,6 +121,7 @@ pub fn to_host(b: &Buffer) -> Result<HostTensor> {
             .into_iter()
             .map(|x| x as u8 as f64)
             .collect(),
+        DType::I4 | DType::U4 => bail!("no {dt} buffers cross the host boundary"),
     };
     HostTensor::new(TensorType::new(dt, b.dims().to_vec()), data)
         .ok_or_else(|| anyhow!("buffer size does not match its dims"))

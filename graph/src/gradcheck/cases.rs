@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::ir::NodeId;
 use crate::op::{ConvDims, ConvParams, DotDims, ReduceKind, Sharding, Window};
 use crate::ops::conv::Padding;
-use crate::types::DType;
+use crate::types::{DType, TensorType};
 
 type Build = fn(&mut CaseBuilder) -> Result<NodeId>;
 
@@ -226,6 +226,13 @@ pub fn cases() -> Result<Vec<GradCase>> {
             let x = b.x(&[3, 4])?;
             b.g.reduce_min(x, &[0])
         }),
+        ("argmax_one_hot", |b| {
+            // The index has no gradient; the value it selects does.
+            let x = b.x(&[3, 4])?;
+            let a = b.g.argmax(x, 1)?;
+            let oh = b.g.one_hot(a, 4, DType::F32)?;
+            b.g.mul(oh, x)
+        }),
         ("mean", |b| {
             let x = b.x(&[3, 4])?;
             b.g.mean(x, &[1])
@@ -319,6 +326,27 @@ pub fn cases() -> Result<Vec<GradCase>> {
             };
             b.g.conv(x, k, p)
         }),
+        // ---- sort ----
+        ("sort_descending_dim1", |b| {
+            // Keys far apart, so finite differences never swap them.
+            let x = b.input_with(
+                TensorType::f32([2, 4]),
+                vec![0.3, -0.9, 1.2, -0.2, 0.6, 0.0, -1.1, 0.9],
+            )?;
+            b.g.sort(x, 1, true)
+        }),
+        ("sort_with_payload_dim0", |b| {
+            let k = b.input_with(
+                TensorType::f32([3, 2]),
+                vec![0.5, -0.4, -0.7, 0.8, 0.1, 0.2],
+            )?;
+            let p = b.x(&[3, 2])?;
+            let i = b.ints(&[3, 2], &[1, 2, 3, 4, 5, 6])?;
+            let s = b.g.sort_with_payload(k, &[p, i], 0, false)?;
+            let i = b.g.convert(s[2], DType::F32)?;
+            let kp = b.g.mul(s[0], s[1])?;
+            b.g.mul(kp, i)
+        }),
         // ---- loops and annotations ----
         ("scan_rnn", |b| {
             let w = b.x(&[3, 3])?;
@@ -391,6 +419,61 @@ pub fn cases() -> Result<Vec<GradCase>> {
             let s =
                 b.g.shard(x, Sharding::Mesh(vec![Some("data".into()), None]))?;
             b.g.mul(s, x)
+        }),
+        // ---- custom VJP ----
+        ("custom_vjp_softplus", |b| {
+            // A stable forward and its analytic gradient, checked against
+            // finite differences of that forward.
+            let x = b.input_in(DType::F32, &[2, 3], -3.0, 3.0)?;
+            let y = b.g.custom_vjp(
+                "softplus",
+                &[x],
+                |g, xs| {
+                    let r = g.relu(xs[0])?;
+                    let a = g.abs(xs[0])?;
+                    let e = g.neg(a)?;
+                    let e = g.exp(e)?;
+                    let l = g.log1p(e)?;
+                    Ok(vec![g.add(r, l)?])
+                },
+                |g, xs, _, cts| {
+                    let s = g.logistic(xs[0])?;
+                    Ok(vec![Some(g.mul(cts[0], s)?)])
+                },
+            )?;
+            Ok(y[0])
+        }),
+        ("custom_vjp_reversible_coupling", |b| {
+            // (x1, x2) -> (x1 + tanh(w x2), x2); the backward rebuilds x2
+            // from the outputs instead of reading the input.
+            let x1 = b.x(&[2, 3])?;
+            let x2 = b.x(&[2, 3])?;
+            let w = b.x(&[3])?;
+            let y = b.g.custom_vjp(
+                "coupling",
+                &[x1, x2, w],
+                |g, xs| {
+                    let h = g.mul(xs[1], xs[2])?;
+                    let t = g.tanh(h)?;
+                    Ok(vec![g.add(xs[0], t)?, xs[1]])
+                },
+                |g, xs, ys, cts| {
+                    let x2 = ys[1];
+                    let h = g.mul(x2, xs[2])?;
+                    let t = g.tanh(h)?;
+                    let t2 = g.mul(t, t)?;
+                    let one = g.ones_like(t2)?;
+                    let d = g.sub(one, t2)?;
+                    let dh = g.mul(cts[0], d)?;
+                    let w2 = g.mul(dh, xs[2])?;
+                    let dx2 = g.add(cts[1], w2)?;
+                    let dw = g.mul(dh, x2)?;
+                    let dw = g.reduce_sum(dw, &[0])?;
+                    Ok(vec![Some(cts[0]), Some(dx2), Some(dw)])
+                },
+            )?;
+            let s = b.g.sin(y[1])?;
+            b.g.mul(y[0], s)
         }),
         // ---- composites ----
         ("relu", |b| {

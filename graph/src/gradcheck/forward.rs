@@ -62,6 +62,85 @@ pub fn forward_cases() -> Vec<(&'static str, Graph, Vec<HostTensor>)> {
         ],
     ));
 
+    // Sort: NaN above +inf, -0.0 == 0.0, ties stable, both directions, both dims.
+    let mut g = Graph::new("sort_nan_ties");
+    let x = g.input("x", TensorType::f32([2, 5])).unwrap();
+    let mut outs = Vec::new();
+    for desc in [false, true] {
+        outs.push(g.sort(x, 1, desc).unwrap());
+        outs.push(g.argsort(x, 1, desc).unwrap());
+        outs.push(g.argsort(x, 0, desc).unwrap());
+    }
+    g.set_outputs(&outs).unwrap();
+    let nan = f32::NAN;
+    out.push((
+        "sort_nan_ties",
+        g,
+        vec![f(
+            &[2, 5],
+            &[3., nan, -0.0, 1., 0., 2., 2., -1., nan, f32::NEG_INFINITY],
+        )],
+    ));
+
+    // Integer keys (signed, and unsigned through u8) with ties, payloads of both kinds.
+    let mut g = Graph::new("sort_int_keys");
+    let k = g.input("k", TensorType::new(DType::I32, [7])).unwrap();
+    let p = g.input("p", TensorType::f32([7])).unwrap();
+    let s = g.sort_with_payload(k, &[p, k], 0, true).unwrap();
+    let u = g.convert(k, DType::U8).unwrap();
+    let su = g.sort_with_payload(u, &[p], 0, false).unwrap();
+    let su0 = g.convert(su[0], DType::I32).unwrap();
+    g.set_outputs(&[s[0], s[1], s[2], su0, su[1]]).unwrap();
+    out.push((
+        "sort_int_keys",
+        g,
+        vec![
+            HostTensor::i32(&[7], &[5, -3, 5, 200, -3, 0, 7]).unwrap(),
+            f(&[7], &[0., 1., 2., 3., 4., 5., 6.]),
+        ],
+    ));
+
+    // Converts: float -> int truncates and saturates (NaN -> 0), int -> int wraps.
+    let mut g = Graph::new("convert_narrow_ints");
+    let x = g.input("x", TensorType::f32([9])).unwrap();
+    let i = g.input("i", TensorType::new(DType::I32, [5])).unwrap();
+    let mut outs = Vec::new();
+    for d in [DType::I8, DType::I4, DType::U4, DType::U8] {
+        let q = g.convert(x, d).unwrap();
+        outs.push(g.convert(q, DType::F32).unwrap());
+        let w = g.convert(i, d).unwrap();
+        outs.push(g.convert(w, DType::I32).unwrap());
+    }
+    // i8 arithmetic wraps too.
+    let a = g.convert(i, DType::I8).unwrap();
+    let a = g.add(a, a).unwrap();
+    outs.push(g.convert(a, DType::I32).unwrap());
+    g.set_outputs(&outs).unwrap();
+    out.push((
+        "convert_narrow_ints",
+        g,
+        vec![
+            f(&[9], &[0.4, -0.6, 1.5, -1.5, 7.9, -8.7, 127.9, 300.0, nan]),
+            HostTensor::i32(&[5], &[7, -9, 100, 200, -300]).unwrap(),
+        ],
+    ));
+
+    // i8 x i8 -> i32: products and sums past the i8 (and i16) range; i8 across the host boundary.
+    let mut g = Graph::new("i8_dot_i32");
+    let a = g.input("a", TensorType::new(DType::I8, [4, 8])).unwrap();
+    let b = g.input("b", TensorType::new(DType::I8, [8, 3])).unwrap();
+    let y = g
+        .dot_general(a, b, crate::DotDims::contract(&[1], &[0]), Some(DType::I32))
+        .unwrap();
+    let twice = g.add(a, a).unwrap();
+    g.set_outputs(&[y, twice]).unwrap();
+    let i8s = |d: &[i64], k: i64| {
+        let n: i64 = d.iter().product();
+        let v = (0..n).map(|i| ((i * k) % 255 - 127) as f64).collect();
+        HostTensor::new(TensorType::new(DType::I8, d.to_vec()), v).unwrap()
+    };
+    out.push(("i8_dot_i32", g, vec![i8s(&[4, 8], 37), i8s(&[8, 3], 101)]));
+
     // bf16 x bf16 -> f32 dots in the layouts transformer code emits.
     for (name, ld, rd, dims) in [
         (

@@ -17,8 +17,8 @@ pub use forward::forward_cases;
 use crate::autodiff::grad;
 use crate::interp::HostTensor;
 use crate::ir::{Graph, NodeId};
+use crate::passes::verify::verify;
 use crate::types::{DType, TensorType};
-use crate::verify::verify;
 
 /// A graph (outputs `[y]`) and arguments to evaluate it at.
 #[derive(Clone, Debug)]
@@ -234,6 +234,121 @@ mod tests {
             "{} failing:\n{}",
             failures.len(),
             failures.join("\n")
+        );
+    }
+
+    /// The kind of an op, one per `Op` variant: a new variant does not
+    /// compile here until it is named (and then needs a case below).
+    fn kind(op: &crate::Op) -> &'static str {
+        use crate::Op::*;
+        match op {
+            Parameter(_) => "parameter",
+            Input(_) => "input",
+            Constant(_) => "constant",
+            Iota { .. } => "iota",
+            Unary(_) => "unary",
+            Binary(_) => "binary",
+            Compare(_) => "compare",
+            Select => "select",
+            Convert(_) => "convert",
+            StopGradient => "stop_gradient",
+            BroadcastInDim { .. } => "broadcast_in_dim",
+            Reshape(_) => "reshape",
+            Transpose(_) => "transpose",
+            Reverse(_) => "reverse",
+            Slice { .. } => "slice",
+            DynamicSlice { .. } => "dynamic_slice",
+            DynamicUpdateSlice => "dynamic_update_slice",
+            Concatenate { .. } => "concatenate",
+            Pad { .. } => "pad",
+            Gather => "gather",
+            ScatterAdd => "scatter_add",
+            DotGeneral { .. } => "dot_general",
+            Reduce { .. } => "reduce",
+            ArgMax { .. } => "argmax",
+            ReduceWindow { .. } => "reduce_window",
+            SelectAndScatterAdd { .. } => "select_and_scatter_add",
+            Conv(_) => "convolution",
+            Sort { .. } => "sort",
+            Scan(_) => "scan",
+            CustomVjp(_) => "custom_vjp",
+            OptimizationBarrier => "optimization_barrier",
+            GetTupleElement(_) => "get_tuple_element",
+            Sharding(_) => "sharding",
+        }
+    }
+
+    /// Every kind of [`kind`]; keep the two in step.
+    const KINDS: &[&str] = &[
+        "parameter",
+        "input",
+        "constant",
+        "iota",
+        "unary",
+        "binary",
+        "compare",
+        "select",
+        "convert",
+        "stop_gradient",
+        "broadcast_in_dim",
+        "reshape",
+        "transpose",
+        "reverse",
+        "slice",
+        "dynamic_slice",
+        "dynamic_update_slice",
+        "concatenate",
+        "pad",
+        "gather",
+        "scatter_add",
+        "dot_general",
+        "reduce",
+        "argmax",
+        "reduce_window",
+        "select_and_scatter_add",
+        "convolution",
+        "sort",
+        "scan",
+        "custom_vjp",
+        "optimization_barrier",
+        "get_tuple_element",
+        "sharding",
+    ];
+
+    fn kinds_of(g: &Graph, seen: &mut std::collections::BTreeSet<&'static str>) {
+        for n in &g.nodes {
+            seen.insert(kind(&n.op));
+            match &n.op {
+                crate::Op::Scan(p) => kinds_of(&p.body, seen),
+                crate::Op::CustomVjp(p) => {
+                    kinds_of(&p.forward, seen);
+                    kinds_of(&p.backward, seen);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn every_op_has_a_gradcheck_case() {
+        // Ops in some case's forward or gradient graph have their shape
+        // rule, VJP, interpreter kernel and lowering checked (parameters
+        // are the check's inputs).
+        let mut seen = std::collections::BTreeSet::new();
+        seen.insert("parameter");
+        for c in cases().unwrap() {
+            kinds_of(&c.graph, &mut seen);
+            kinds_of(&prepare(&c).unwrap().grads, &mut seen);
+        }
+        let missing: Vec<&&str> = KINDS.iter().filter(|k| !seen.contains(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "ops without a gradcheck case: {missing:?}"
+        );
+        let unlisted: Vec<&&str> = seen.iter().filter(|k| !KINDS.contains(k)).collect();
+        assert!(
+            unlisted.is_empty(),
+            "kinds missing from KINDS: {unlisted:?}"
         );
     }
 

@@ -1,6 +1,6 @@
 //! Elementwise kernels.
 
-use super::tensor::{wrap, wrap_int, HostTensor};
+use super::tensor::{convert_value, wrap, wrap_int, HostTensor};
 use crate::op::{BinaryOp, CompareDir, UnaryOp};
 use crate::types::{DType, TensorType};
 
@@ -166,8 +166,13 @@ pub fn select(p: &HostTensor, t: &HostTensor, f: &HostTensor) -> HostTensor {
 }
 
 pub fn convert(x: &HostTensor, to: &TensorType) -> HostTensor {
+    let from = x.dtype();
     HostTensor {
         ty: to.clone(),
-        data: x.data.iter().map(|&v| wrap(to.dtype, v)).collect(),
+        data: x
+            .data
+            .iter()
+            .map(|&v| convert_value(from, to.dtype, v))
+            .collect(),
     }
 }

@@ -1,7 +1,7 @@
 //! dot_general and convolution, as naive loops.
 
 use super::shape::generate;
-use super::tensor::{for_each_index, HostTensor};
+use super::tensor::{for_each_index, wrap, HostTensor};
 use crate::op::{ConvParams, DotDims};
 use crate::ops::common::remaining;
 use crate::types::TensorType;
@@ -35,7 +35,8 @@ pub fn dot_general(l: &HostTensor, r: &HostTensor, d: &DotDims, out: &TensorType
         if csizes.is_empty() {
             acc = l.at(&li) * r.at(&ri);
         }
-        acc
+        // Integer dots wrap to the result width (i8 x i8 -> i32 never does).
+        wrap(out.dtype, acc)
     })
 }
 

@@ -6,9 +6,10 @@ mod elementwise;
 mod linalg;
 mod reduce;
 mod shape;
+mod sort;
 mod tensor;
 
-pub use tensor::{flat, for_each_index, strides, wrap, HostTensor};
+pub use tensor::{convert_value, flat, for_each_index, strides, wrap, wrap_int, HostTensor};
 
 use crate::ir::{Graph, Location, NodeId};
 use crate::op::{LiteralData, Op};
@@ -171,6 +172,8 @@ fn eval_op(op: &Op, x: &[&HostTensor], out: &TensorType) -> Result<HostTensor, S
         Op::Parameter(_)
         | Op::Input(_)
         | Op::GetTupleElement(_)
+        | Op::Sort { .. }
+        | Op::CustomVjp(_)
         | Op::Scan(_)
         | Op::OptimizationBarrier => return Err("not a single-tensor op".into()),
     })
@@ -180,6 +183,17 @@ fn eval_tuple(g: &Graph, id: NodeId, x: &[&HostTensor]) -> Result<Value, EvalErr
     let node = &g.nodes[id.index()];
     match &node.op {
         Op::OptimizationBarrier => Ok(Value::Tuple(x.iter().map(|t| (*t).clone()).collect())),
+        Op::CustomVjp(p) => {
+            let args: Vec<HostTensor> = x.iter().map(|t| (*t).clone()).collect();
+            let outs = eval(&p.forward, &args)
+                .map_err(|e| node_err(g, id, &format!("in the forward of `{}`: {e}", p.name)))?;
+            Ok(Value::Tuple(outs))
+        }
+        Op::Sort {
+            dim,
+            descending,
+            indices,
+        } => Ok(Value::Tuple(sort::sort(x, *dim, *descending, *indices))),
         Op::Scan(p) => {
             let (nc, nh) = (p.num_consts, p.num_carry);
             let mut carries: Vec<HostTensor> =

@@ -88,15 +88,37 @@ pub fn wrap(dtype: DType, v: f64) -> f64 {
     wrap_int(dtype, v.trunc() as i128)
 }
 
-/// Wraps an exact integer to `dtype`'s width.
+/// Wraps an exact integer to `dtype`'s width (two's complement, as XLA's
+/// integer arithmetic and int -> int converts do).
 pub fn wrap_int(dtype: DType, v: i128) -> f64 {
-    match dtype {
-        DType::I32 => v as i32 as f64,
-        DType::I64 => v as i64 as f64,
-        DType::U8 => v as u8 as f64,
-        DType::U32 => v as u32 as f64,
-        DType::Bool => (v != 0) as i32 as f64,
-        _ => v as f64,
+    if dtype == DType::Bool {
+        return (v != 0) as i32 as f64;
+    }
+    if !dtype.is_int() {
+        return v as f64;
+    }
+    let bits = dtype.bits();
+    let low = v & ((1i128 << bits) - 1);
+    let signed = !dtype.is_unsigned() && low >= 1i128 << (bits - 1);
+    (if signed { low - (1i128 << bits) } else { low }) as f64
+}
+
+/// One element converted from `from` to `to` the way XLA's `convert` does:
+/// float -> int truncates toward zero and saturates to the target range,
+/// NaN becomes 0; int -> int wraps; anything -> bool is `v != 0`; floats
+/// stay f64 (see [`HostTensor`]).
+pub fn convert_value(from: DType, to: DType, v: f64) -> f64 {
+    match to.int_range() {
+        Some(_) if to == DType::Bool => (v != 0.0) as i32 as f64,
+        Some((lo, hi)) if from.is_float() => {
+            if v.is_nan() {
+                0.0
+            } else {
+                v.trunc().clamp(lo as f64, hi as f64)
+            }
+        }
+        Some(_) => wrap_int(to, v as i128),
+        None => v,
     }
 }
 

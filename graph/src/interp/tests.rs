@@ -223,3 +223,58 @@ fn bad_args_are_errors() {
     assert!(e.contains("argument 0 (x)") && e.contains("f32[2]"), "{e}");
     assert!(eval(&g, &[]).is_err());
 }
+
+#[test]
+fn narrow_int_converts_saturate_from_floats_and_wrap_from_ints() {
+    let x = f32s(&[6], &[0.9, -1.9, 7.5, -8.5, 300.0, f32::NAN]);
+    let i = HostTensor::i32(&[4], &[7, 9, -9, 200]).unwrap();
+    let want: [(DType, [f64; 6], [f64; 4]); 4] = [
+        (DType::I8, [0., -1., 7., -8., 127., 0.], [7., 9., -9., -56.]),
+        (DType::I4, [0., -1., 7., -8., 7., 0.], [7., -7., 7., -8.]),
+        (DType::U4, [0., 0., 7., 0., 15., 0.], [7., 9., 7., 8.]),
+        (DType::U8, [0., 0., 7., 0., 255., 0.], [7., 9., 247., 200.]),
+    ];
+    for (d, from_f, from_i) in want {
+        let mut g = Graph::new("t");
+        let a = g.input("x", x.ty.clone()).unwrap();
+        let b = g.input("i", i.ty.clone()).unwrap();
+        let qa = g.convert(a, d).unwrap();
+        let qb = g.convert(b, d).unwrap();
+        g.set_outputs(&[qa, qb]).unwrap();
+        let r = eval(&g, &[x.clone(), i.clone()]).unwrap();
+        assert_eq!(r[0].data, from_f, "f32 -> {d}");
+        assert_eq!(r[1].data, from_i, "i32 -> {d}");
+    }
+    assert_eq!(DType::I4.int_range(), Some((-8, 7)));
+    assert_eq!(DType::U4.int_range(), Some((0, 15)));
+    assert_eq!(DType::I8.int_range(), Some((-128, 127)));
+    assert_eq!((DType::I4.bits(), DType::I4.size_bytes()), (4, 1));
+    let names: Vec<&str> = [DType::I8, DType::I4, DType::U4]
+        .iter()
+        .map(|d| d.mlir_name())
+        .collect();
+    assert_eq!(names, ["i8", "i4", "ui4"]);
+}
+
+#[test]
+fn i8_dot_accumulates_in_i32() {
+    let mut g = Graph::new("t");
+    let a = g.input("a", TensorType::new(DType::I8, [1, 3])).unwrap();
+    let b = g.input("b", TensorType::new(DType::I8, [3, 1])).unwrap();
+    let y = g
+        .dot_general(a, b, crate::DotDims::contract(&[1], &[0]), Some(DType::I32))
+        .unwrap();
+    let i8s = |d: &[i64], v: &[f64]| {
+        HostTensor::new(TensorType::new(DType::I8, d.to_vec()), v.to_vec()).unwrap()
+    };
+    let r = run(
+        &mut g,
+        y,
+        &[
+            i8s(&[1, 3], &[127., -128., 100.]),
+            i8s(&[3, 1], &[127., -128., 100.]),
+        ],
+    );
+    assert_eq!(r.ty, TensorType::new(DType::I32, [1, 1]));
+    assert_eq!(r.data, [127. * 127. + 128. * 128. + 100. * 100.]);
+}

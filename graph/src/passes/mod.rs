@@ -27,13 +27,18 @@
 //!   donation pairs (by argument and output index) stay valid. Running them
 //!   earlier works too; remap held ids through the reports' `map`.
 //!
-//! Run [`crate::verify`] after each pass in tests.
+//! Every pass (these two, [`crate::autodiff::grad`] / `vjp`, and [`vmap`]
+//! on the nodes it adds) runs [`crate::verify`] on its result, in all
+//! builds: an invalid graph is a [`crate::GraphError::PassOutput`] naming
+//! the pass, not a crash in XLA. It costs about 1 ms on a GPT-2-small step
+//! graph (9k nodes), less than each pass itself.
 
 pub mod precision;
 pub mod region;
 pub mod remat;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 pub mod vmap;
 
 pub use precision::{mixed_precision, PrecisionPolicy, PrecisionReport};
@@ -44,9 +49,21 @@ pub use remat::{
 };
 pub use vmap::{vmap, VmapSpec, Vmapped};
 
-use crate::error::Result;
+use crate::error::{GraphError, Result};
 use crate::ir::{Graph, Location, NodeId};
 use crate::op::Op;
+
+/// `out` if it verifies. Otherwise an error naming `pass`, or its input
+/// when that was invalid already (checked only then: the blame is cheap).
+pub(crate) fn checked(pass: &'static str, input: &Graph, out: Graph) -> Result<Graph> {
+    match crate::verify(&out) {
+        Ok(()) => Ok(out),
+        Err(err) => Err(match crate::verify(input) {
+            Err(err) => GraphError::PassInput { pass, err },
+            Ok(()) => GraphError::PassOutput { pass, err },
+        }),
+    }
+}
 
 /// Copies a graph node by node into a new one, keeping names, locations
 /// and region tags; passes add their own nodes in between.

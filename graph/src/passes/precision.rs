@@ -147,7 +147,7 @@ pub fn mixed_precision(g: &Graph, policy: &PrecisionPolicy) -> Result<(Graph, Pr
     }
     let (out, map) = rb.finish()?;
     report.map = map;
-    Ok((out, report))
+    Ok((super::checked("mixed_precision", g, out)?, report))
 }
 
 /// `x` (a node of the new graph) in dtype `to`, cast at most once.

@@ -496,6 +496,7 @@ pub fn remat(g: &Graph, policy: &RematPolicy) -> Result<(Graph, RematReport)> {
         rb.copy_as(node.op.clone(), ins)?;
     }
     let (out, map) = rb.finish()?;
+    let out = super::checked("remat", g, out)?;
 
     let bytes = |g: &Graph, r: &[NodeId]| r.iter().map(|&x| node_bytes(g, x)).sum();
     let (rb0, rb1) = (residuals(g), residuals(&out));

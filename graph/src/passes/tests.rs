@@ -4,7 +4,7 @@ use super::*;
 use crate::autodiff::grad;
 use crate::gradcheck::Lcg;
 use crate::interp::{eval, HostTensor};
-use crate::{verify, DType, Graph, TensorType};
+use crate::{verify, DType, Graph, GraphError, TensorType};
 use std::collections::BTreeMap;
 
 /// `blocks` residual MLP blocks (layer norm, dense, gelu, dropout, dense),
@@ -387,4 +387,111 @@ fn remat_within_searches_the_ladder_with_a_measure() {
     assert!(!report.rematerialized().is_empty());
     verify(&r2).unwrap();
     assert_eq!(eval(&r2, &args).unwrap(), eval(&r, &args).unwrap());
+}
+
+#[test]
+fn passes_accept_sort_and_custom_vjp_in_regions() {
+    // A block with a dot, a custom VJP (a reversible-style coupling) and a
+    // sort over its features; every pass keeps the values.
+    let mut g = Graph::new("sort_custom");
+    let x = g.input("x", TensorType::f32([3, 4])).unwrap();
+    let w = g.parameter("w", TensorType::f32([4, 4])).unwrap();
+    let y = g
+        .region("block", |g| -> crate::Result<_> {
+            let h = g.dot(x, w)?;
+            let c = g.custom_vjp(
+                "tanh_coupling",
+                &[h, x],
+                |g, xs| {
+                    let t = g.tanh(xs[1])?;
+                    Ok(vec![g.add(xs[0], t)?])
+                },
+                |g, xs, _, cts| {
+                    let t = g.tanh(xs[1])?;
+                    let t2 = g.mul(t, t)?;
+                    let one = g.ones_like(t2)?;
+                    let d = g.sub(one, t2)?;
+                    Ok(vec![Some(cts[0]), Some(g.mul(cts[0], d)?)])
+                },
+            )?;
+            let s = g.sort(c[0], 1, true)?;
+            let s = g.dot(s, w)?;
+            g.mul(s, s)
+        })
+        .unwrap();
+    let l = g.sum_all(y).unwrap();
+    let (mut g, gr) = grad(&g, l, &[w]).unwrap();
+    g.set_outputs(&[l, gr[0]]).unwrap();
+    let sorts = count_ops(&g, |o| matches!(o, Op::Sort { .. }));
+    assert_eq!(sorts, 2, "the forward sort (now with indices) and its VJP");
+    assert!(g
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Sort { indices: true, .. })));
+    let mut rng = Lcg::new(5);
+    let mut arg = |n: usize, dims: &[i64]| {
+        HostTensor::f32(
+            dims,
+            &(0..n)
+                .map(|_| rng.next(-1.0, 1.0) as f32)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+    };
+    let args = [arg(12, &[3, 4]), arg(16, &[4, 4])];
+    let want = eval(&g, &args).unwrap();
+    let (m, report) = mixed_precision(&g, &PrecisionPolicy::bf16()).unwrap();
+    assert!(report.dots > 0, "{report:?}");
+    let got = eval(&m, &args).unwrap();
+    for (a, b) in want.iter().zip(&got) {
+        for (x, y) in a.data.iter().zip(&b.data) {
+            assert!((x - y).abs() <= 1e-12 * (1.0 + x.abs()), "{x} vs {y}");
+        }
+    }
+    let (r, rr) = remat(&m, &RematPolicy::Full).unwrap();
+    assert!(rr.cloned_nodes > 0, "{rr}");
+    assert!(
+        count_ops(&r, |o| matches!(o, Op::CustomVjp(_))) >= 2,
+        "recomputed"
+    );
+    assert_eq!(eval(&r, &args).unwrap(), got);
+}
+
+#[test]
+fn an_invalid_result_is_an_error_naming_the_pass_or_its_input() {
+    let (g, _) = mlp_step(1, 2, 3);
+    let mut bad = g.clone();
+    let dot = bad
+        .ids()
+        .find(|&id| matches!(bad.nodes[id.index()].op, Op::DotGeneral { .. }))
+        .unwrap();
+    bad.nodes[dot.index()].ty = crate::NodeType::Tensor(TensorType::f32([7]));
+    let e = checked("remat", &g, bad.clone()).unwrap_err();
+    assert!(
+        matches!(e, GraphError::PassOutput { pass: "remat", .. }),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("pass `remat` produced an invalid graph: node %")
+            && msg.contains("stored type f32[7]"),
+        "{msg}"
+    );
+    let e = checked("remat", &bad, bad.clone()).unwrap_err().to_string();
+    assert!(
+        e.starts_with("the input of pass `remat` does not verify"),
+        "{e}"
+    );
+
+    // grad checks its result: an input broken off the gradient path is blamed.
+    let mut h = Graph::new("t");
+    let x = h.parameter("x", TensorType::f32([2])).unwrap();
+    let unused = h.exp(x).unwrap();
+    let l = h.sum_all(x).unwrap();
+    h.nodes[unused.index()].ty = crate::NodeType::Tensor(TensorType::new(DType::F64, [2]));
+    let e = grad(&h, l, &[x]).unwrap_err().to_string();
+    assert!(
+        e.starts_with("the input of pass `grad` does not verify: node %1 (exponential"),
+        "{e}"
+    );
 }

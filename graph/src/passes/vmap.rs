@@ -103,6 +103,7 @@ pub fn vmap(
             )));
         }
     }
+    let start = g.len();
     let mut copies: HashMap<NodeId, (NodeId, bool)> = HashMap::with_capacity(template.len());
     for &old in template {
         if let Some(&b) = batched.get(&old) {
@@ -149,6 +150,9 @@ pub fn vmap(
         }
         copies.insert(old, copy);
     }
+    // Like every pass, check what it built (only the new nodes: it runs inside model code).
+    super::verify::verify_nodes(g, start..g.len())
+        .map_err(|err| GraphError::PassOutput { pass: "vmap", err })?;
     Ok(Vmapped { size, copies })
 }
 
@@ -416,7 +420,11 @@ fn batch_node(
             };
             push(g, Op::Sharding(s), vec![x])
         }
-        Op::Scan(_) | Op::OptimizationBarrier | Op::GetTupleElement(_) => Err(unsupported(
+        Op::Sort { .. }
+        | Op::Scan(_)
+        | Op::CustomVjp(_)
+        | Op::OptimizationBarrier
+        | Op::GetTupleElement(_) => Err(unsupported(
             node,
             "tuple ops are not supported on batched operands",
         )),
@@ -1145,6 +1153,19 @@ mod tests {
         expect(&[xb(&[4])], "optimization_barrier", "tuple ops", &|g, x| {
             line.set(line!() + 1);
             g.optimization_barrier(&[x[0]])
+        });
+        expect(&[xb(&[4])], "sort", "tuple ops", &|g, x| {
+            line.set(line!() + 1);
+            Ok(vec![g.sort(x[0], 0, false)?])
+        });
+        expect(&[xb(&[4])], "custom_vjp", "tuple ops", &|g, x| {
+            line.set(line!() + 1);
+            g.custom_vjp(
+                "id",
+                &[x[0]],
+                |_, xs| Ok(xs.to_vec()),
+                |_, _, _, cts| Ok(vec![Some(cts[0])]),
+            )
         });
     }
 

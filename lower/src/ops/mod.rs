@@ -6,6 +6,7 @@ mod gather;
 mod linalg;
 mod reduce;
 mod shape;
+mod sort;
 
 use crate::emit::{Emitter, Op as E};
 use crate::{LowerError, Result};
@@ -101,6 +102,11 @@ fn lower_node(e: &mut Emitter, g: &Graph, node: &Node, vals: &[Val]) -> Result<V
             };
             return match &node.op {
                 Op::Scan(p) => control::lower_scan(e, &c, p, ts).map(Val::Tuple),
+                // Inlined: the backward graph only matters to autodiff.
+                Op::CustomVjp(p) => lower_body(e, &p.forward, &c.ins).map(Val::Tuple),
+                Op::Sort {
+                    dim, descending, ..
+                } => sort::lower_sort(e, &c, *dim, *descending, ts).map(Val::Tuple),
                 Op::OptimizationBarrier => {
                     control::lower_optimization_barrier(e, &c, ts).map(Val::Tuple)
                 }
@@ -153,6 +159,8 @@ fn lower_node(e: &mut Emitter, g: &Graph, node: &Node, vals: &[Val]) -> Result<V
         Op::Parameter(_)
         | Op::Input(_)
         | Op::GetTupleElement(_)
+        | Op::Sort { .. }
+        | Op::CustomVjp(_)
         | Op::Scan(_)
         | Op::OptimizationBarrier => Err(c.err("not a single-tensor op")),
     }?;

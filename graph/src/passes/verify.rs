@@ -1,4 +1,5 @@
-//! Checks every IR invariant; run it after each pass in tests.
+//! Checks every IR invariant. Every pass runs it on its result; it lives
+//! with the passes so that they can call it without a module cycle.
 
 use crate::ir::{Graph, Location, NodeId};
 use crate::op::{infer, Op};
@@ -19,44 +20,32 @@ pub enum VerifyError {
         node: NodeId,
         msg: String,
     },
-    #[error("in the body of scan {node}: {inner}")]
+    /// In a sub-graph of node `node`; `what` names it ("body of scan").
+    #[error("in the {what} {node}: {inner}")]
     Body {
         node: NodeId,
+        what: String,
         inner: Box<VerifyError>,
     },
 }
 
-/// Every operand exists and precedes its user, every stored type is what
-/// the op's shape rule gives, outputs are tensor nodes, scan bodies verify.
-pub fn verify(g: &Graph) -> Result<(), VerifyError> {
-    for (i, node) in g.nodes.iter().enumerate() {
-        let id = NodeId(i as u32);
-        let fail = |msg: String| VerifyError::Node {
-            node: id,
-            op: node.op.name(),
-            loc: node.loc.clone(),
-            msg,
-        };
-        for &x in &node.inputs {
-            if x.index() >= i {
-                return Err(fail(format!("operand {x} does not precede its user")));
-            }
-        }
-        if let Op::Scan(p) = &node.op {
-            verify(&p.body).map_err(|e| VerifyError::Body {
-                node: id,
-                inner: Box::new(e),
-            })?;
-        }
-        let tys: Vec<_> = node.inputs.iter().map(|x| &g.nodes[x.index()].ty).collect();
-        let want = infer(&node.op, &tys).map_err(|m| fail(format!("shape rule fails: {m}")))?;
-        if want != node.ty {
-            return Err(fail(format!(
-                "stored type {} but the shape rule gives {want}",
-                node.ty
-            )));
-        }
+/// The graphs an op holds, each with how errors name it.
+fn sub_graphs(op: &Op) -> Vec<(String, &Graph)> {
+    match op {
+        Op::Scan(p) => vec![("body of scan".into(), &p.body)],
+        Op::CustomVjp(p) => vec![
+            (format!("forward of custom_vjp `{}`", p.name), &p.forward),
+            (format!("backward of custom_vjp `{}`", p.name), &p.backward),
+        ],
+        _ => vec![],
     }
+}
+
+/// Every operand exists and precedes its user, every stored type is what
+/// the op's shape rule gives (which checks sub-graph signatures), outputs
+/// are tensor nodes, sub-graphs (scan bodies, custom VJPs) verify.
+pub fn verify(g: &Graph) -> Result<(), VerifyError> {
+    verify_nodes(g, 0..g.len())?;
     for (index, &node) in g.outputs.iter().enumerate() {
         match g.nodes.get(node.index()) {
             None => {
@@ -74,6 +63,42 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
                 })
             }
             Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The node checks of [`verify`] for the nodes in `range` (for passes that
+/// append to a graph being built, like `vmap`).
+pub(crate) fn verify_nodes(g: &Graph, range: std::ops::Range<usize>) -> Result<(), VerifyError> {
+    for i in range {
+        let node = &g.nodes[i];
+        let id = NodeId(i as u32);
+        let fail = |msg: String| VerifyError::Node {
+            node: id,
+            op: node.op.name(),
+            loc: node.loc.clone(),
+            msg,
+        };
+        for &x in &node.inputs {
+            if x.index() >= i {
+                return Err(fail(format!("operand {x} does not precede its user")));
+            }
+        }
+        for (what, sub) in sub_graphs(&node.op) {
+            verify(sub).map_err(|e| VerifyError::Body {
+                node: id,
+                what,
+                inner: Box::new(e),
+            })?;
+        }
+        let tys: Vec<_> = node.inputs.iter().map(|x| &g.nodes[x.index()].ty).collect();
+        let want = infer(&node.op, &tys).map_err(|m| fail(format!("shape rule fails: {m}")))?;
+        if want != node.ty {
+            return Err(fail(format!(
+                "stored type {} but the shape rule gives {want}",
+                node.ty
+            )));
         }
     }
     Ok(())
