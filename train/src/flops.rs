@@ -35,6 +35,8 @@ pub fn matmul_flops(g: &Graph) -> f64 {
                 total += 2.0 * out * window * cin;
             }
             Op::Scan(s) => total += s.length as f64 * matmul_flops(&s.body),
+            // The backward is inlined by autodiff, so only the forward is counted here.
+            Op::CustomVjp(c) => total += matmul_flops(&c.forward),
             _ => {}
         }
     }
