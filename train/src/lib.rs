@@ -13,3 +13,4 @@ pub mod parallel;
 pub mod pipeline;
 pub mod state;
 pub mod step;
+pub mod tensor;
