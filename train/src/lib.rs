@@ -14,3 +14,4 @@ pub mod pipeline;
 pub mod state;
 pub mod step;
 pub mod tensor;
+pub mod weights;
