@@ -95,7 +95,8 @@ impl TrainState {
     ) -> Result<TrainState> {
         if loaded.len() != prog.params.len() {
             bail!(
-                "{} loaded tensors for the program's {} parameters: load them for                  weights::targets(&prog.params)",
+                "{} loaded tensors for the program's {} parameters: load them for \
+                 weights::targets(&prog.params)",
                 loaded.len(),
                 prog.params.len()
             );

@@ -343,8 +343,8 @@ impl Tensor {
     pub fn into_f32(self) -> Result<NamedTensor> {
         if !self.dtype().is_float() {
             bail!(
-                "tensor `{}` is {}, not a float: load it with train::weights (a Cast rule or a \
-                 dequantizing transform), not as f32 parameters",
+                "tensor `{}` is {}, not a float: dequantize it with its scales, or load it with \
+                 train::weights (a Cast rule), not as f32 parameters",
                 self.name,
                 self.dtype()
             );
