@@ -6,23 +6,19 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
+pub use crate::tensor::NamedTensor;
+use crate::tensor::{self, Dtype, TensorRef};
 use files::write_atomic;
 
-const FORMAT: u32 = 1;
+/// Every tensor f32: what rxla has always written, and what older rxla reads.
+const FORMAT_F32: u32 = 1;
+/// Some tensor of another dtype (bf16, f16, i8, i32); older rxla refuses it by format.
+const FORMAT_TYPED: u32 = 2;
 const PARAMS: &str = "params.safetensors";
 const OPTIMIZER: &str = "optimizer.safetensors";
 const STATE: &str = "state.json";
-
-/// A named f32 tensor on the host.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NamedTensor {
-    pub name: String,
-    pub dims: Vec<i64>,
-    pub data: Vec<f32>,
-}
 
 /// What `state.json` records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,57 +49,27 @@ fn dir_name(step: usize) -> String {
     format!("step-{step:08}")
 }
 
-fn to_safetensors(tensors: &[NamedTensor]) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|(t, b)| {
-            let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-            Ok((t.name.clone(), TensorView::new(Dtype::F32, shape, b)?))
+/// f32 tensors of safetensors `bytes`: bf16 and f16 widen exactly, integers are refused.
+fn decode_f32(bytes: &[u8], what: &Path) -> Result<Vec<NamedTensor>> {
+    tensor::decode(bytes, what)?
+        .into_iter()
+        .map(|t| {
+            t.into_f32()
+                .with_context(|| format!("reading {}", what.display()))
         })
-        .collect::<Result<_>>()?;
-    Ok(safetensors::serialize(views, &None)?)
-}
-
-fn from_safetensors(bytes: &[u8], what: &Path) -> Result<Vec<NamedTensor>> {
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| anyhow!("{} is not a valid safetensors file: {e}", what.display()))?;
-    let mut out = Vec::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            bail!(
-                "{}: tensor `{name}` is {:?}, expected F32",
-                what.display(),
-                view.dtype()
-            );
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        out.push(NamedTensor {
-            name,
-            dims: view.shape().iter().map(|&d| d as i64).collect(),
-            data,
-        });
-    }
-    Ok(out)
+        .collect()
 }
 
 /// Writes named tensors to one safetensors file (atomically).
-pub fn write_tensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
-    Ok(write_atomic(path, &to_safetensors(tensors)?)?)
+pub fn write_tensors<T: TensorRef>(path: &Path, tensors: &[T]) -> Result<()> {
+    tensor::write(path, tensors)
 }
 
-/// Reads every tensor of a safetensors file (F32 only).
+/// Reads every tensor of a safetensors file as f32 (bf16 and f16 widen exactly; integer
+/// tensors are refused: read those with [`tensor::read`]).
 pub fn read_tensors(path: &Path) -> Result<Vec<NamedTensor>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    from_safetensors(&bytes, path)
+    decode_f32(&bytes, path)
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -115,11 +81,11 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 /// Writes checkpoint `step` under `root` (atomically) and keeps only the newest `keep`.
-pub fn save(
+pub fn save<T: TensorRef>(
     root: &Path,
     state: &CheckpointState,
-    params: &[NamedTensor],
-    optimizer: &[NamedTensor],
+    params: &[T],
+    optimizer: &[T],
     extra_files: &[(&str, &Path)],
     keep: usize,
 ) -> Result<PathBuf> {
@@ -134,9 +100,13 @@ pub fn save(
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let result = (|| -> Result<()> {
         let mut st = state.clone();
-        st.format = FORMAT;
+        let all_f32 = params
+            .iter()
+            .chain(optimizer)
+            .all(|t| t.dtype() == Dtype::F32);
+        st.format = if all_f32 { FORMAT_F32 } else { FORMAT_TYPED };
         for (file, tensors) in [(PARAMS, params), (OPTIMIZER, optimizer)] {
-            let bytes = to_safetensors(tensors)?;
+            let bytes = tensor::encode(tensors).with_context(|| format!("writing {file}"))?;
             st.checksums.insert(file.to_string(), sha256(&bytes));
             write_atomic(&tmp.join(file), &bytes)?;
         }
@@ -201,41 +171,62 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
     Ok(list(root)?.pop().map(|(_, d)| d))
 }
 
-/// Loads and verifies a checkpoint directory (checksums, format).
-pub fn load(dir: &Path) -> Result<Checkpoint> {
+fn read_state(dir: &Path) -> Result<CheckpointState> {
     let state_path = dir.join(STATE);
     let text = std::fs::read_to_string(&state_path)
         .with_context(|| format!("reading {}", state_path.display()))?;
     let state: CheckpointState = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid checkpoint state", state_path.display()))?;
-    if state.format != FORMAT {
+    if state.format != FORMAT_F32 && state.format != FORMAT_TYPED {
         bail!(
-            "{} has checkpoint format {}, this rxla reads format {FORMAT}",
+            "{} has checkpoint format {}, this rxla reads formats {FORMAT_F32} and {FORMAT_TYPED}",
             dir.display(),
             state.format
         );
     }
-    let read = |file: &str| -> Result<Vec<u8>> {
-        let p = dir.join(file);
-        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-        let want = state
-            .checksums
-            .get(file)
-            .ok_or_else(|| anyhow!("{} has no checksum for {file}", state_path.display()))?;
-        if &sha256(&bytes) != want {
-            bail!(
-                "checkpoint file {} is corrupted (sha256 mismatch); delete {} to resume from an \
-                 older checkpoint",
-                p.display(),
-                dir.display()
-            );
-        }
-        Ok(bytes)
-    };
-    let params = from_safetensors(&read(PARAMS)?, &dir.join(PARAMS))?;
-    let optimizer = from_safetensors(&read(OPTIMIZER)?, &dir.join(OPTIMIZER))?;
+    Ok(state)
+}
+
+/// The bytes of `file` of checkpoint `dir`, checked against the sha256 `state` records.
+fn read_verified(dir: &Path, state: &CheckpointState, file: &str) -> Result<Vec<u8>> {
+    let p = dir.join(file);
+    let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+    let want = state
+        .checksums
+        .get(file)
+        .ok_or_else(|| anyhow!("{} has no checksum for {file}", dir.join(STATE).display()))?;
+    if &sha256(&bytes) != want {
+        bail!(
+            "checkpoint file {} is corrupted (sha256 mismatch); delete {} to resume from an \
+             older checkpoint",
+            p.display(),
+            dir.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// Whether `dir` is a checkpoint directory (it has a `state.json`).
+pub fn is_checkpoint(dir: &Path) -> bool {
+    dir.join(STATE).is_file()
+}
+
+/// The parameter file of checkpoint `dir`, verified: its path and bytes (any dtype).
+pub fn params_file(dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
+    let state = read_state(dir)?;
+    Ok((dir.join(PARAMS), read_verified(dir, &state, PARAMS)?))
+}
+
+/// Loads and verifies a checkpoint directory (checksums, format) with f32 tensors.
+pub fn load(dir: &Path) -> Result<Checkpoint> {
+    let state = read_state(dir)?;
+    let params = decode_f32(&read_verified(dir, &state, PARAMS)?, &dir.join(PARAMS))?;
+    let optimizer = decode_f32(
+        &read_verified(dir, &state, OPTIMIZER)?,
+        &dir.join(OPTIMIZER),
+    )?;
     for f in &state.files {
-        read(f)?;
+        read_verified(dir, &state, f)?;
     }
     Ok(Checkpoint {
         dir: dir.to_path_buf(),
@@ -295,7 +286,7 @@ mod tests {
 
     fn state(step: usize) -> CheckpointState {
         CheckpointState {
-            format: FORMAT,
+            format: FORMAT_F32,
             step,
             seed: 3,
             config: serde_json::json!({"a": 1}),
@@ -347,6 +338,103 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lacks parameter tensor `v`"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn nt(name: &str, dims: Vec<i64>, data: Vec<f32>) -> NamedTensor {
+        NamedTensor {
+            name: name.into(),
+            dims,
+            data,
+        }
+    }
+
+    /// A checkpoint written by rxla before typed tensors (d64facf's writer, kept in
+    /// `tests/fixtures`) loads, and today's writer reproduces its files byte for byte.
+    #[test]
+    fn format1_checkpoint_of_older_rxla_loads_and_rewrites_identically() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/checkpoint-format1/step-00000007");
+        let c = load(&dir).unwrap();
+        assert_eq!((c.state.format, c.state.step, c.state.seed), (1, 7, 3));
+        assert_eq!(c.state.files, vec!["tokenizer.json".to_string()]);
+        assert_eq!(c.state.config["model"]["kind"], "gpt");
+        let wte = vec![0.5, -1.25, 2.0, 1e-3, -0.0, 3.5e10];
+        assert_eq!(
+            c.params,
+            vec![
+                nt("ln_f.g", vec![2], vec![1.0, f32::MIN_POSITIVE]),
+                nt("wte.w", vec![3, 2], wte),
+            ]
+        );
+        let names: Vec<&str> = c.optimizer.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["ln_f.g.m", "ln_f.g.v", "wte.w.m", "wte.w.v"]);
+        assert_eq!(
+            c.optimizer[3].data,
+            vec![1e-8, 2e-8, 3e-8, 4e-8, 5e-8, 6e-8]
+        );
+        for (file, tensors) in [(PARAMS, &c.params), (OPTIMIZER, &c.optimizer)] {
+            let old = std::fs::read(dir.join(file)).unwrap();
+            assert_eq!(tensor::encode(tensors).unwrap(), old, "{file}");
+        }
+        let root = std::env::temp_dir().join(format!("rxla-ckpt-f1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let tok = dir.join("tokenizer.json");
+        let mut st = c.state.clone();
+        st.checksums.clear();
+        st.files.clear();
+        let again = save(
+            &root,
+            &st,
+            &c.params,
+            &c.optimizer,
+            &[("tokenizer.json", &tok)],
+            1,
+        )
+        .unwrap();
+        let back = load(&again).unwrap();
+        assert_eq!(back.state.format, 1);
+        assert_eq!(back.state.checksums, c.state.checksums);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn typed_checkpoint_is_format_2_and_f32_readers_widen_or_refuse() {
+        use crate::tensor::{Tensor, TensorData};
+        use half::bf16;
+        let root = std::env::temp_dir().join(format!("rxla-ckpt-typed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let w = Tensor::new(
+            "w",
+            vec![2],
+            TensorData::BF16(vec![bf16::from_f32(1.5), bf16::from_f32(-0.125)]),
+        )
+        .unwrap();
+        let q = Tensor::new("q", vec![3], TensorData::I8(vec![-128, 0, 127])).unwrap();
+        let m = Tensor::from(nt("w.m", vec![2], vec![0.25, 0.5]));
+        let dir = save(
+            &root,
+            &state(1),
+            std::slice::from_ref(&w),
+            std::slice::from_ref(&m),
+            &[],
+            1,
+        )
+        .unwrap();
+        let c = load(&dir).unwrap();
+        assert_eq!(c.state.format, 2);
+        assert_eq!(c.params, vec![nt("w", vec![2], vec![1.5, -0.125])]);
+        // An integer tensor is no f32 parameter: refused, naming the file and the tensor.
+        let dir = save(&root, &state(2), &[w, q.clone()], &[m], &[], 1).unwrap();
+        let e = format!("{:#}", load(&dir).unwrap_err());
+        assert!(
+            e.contains("params.safetensors") && e.contains("`q` is i8"),
+            "{e}"
+        );
+        // The typed reader keeps it.
+        let (path, bytes) = params_file(&dir).unwrap();
+        let typed = tensor::decode(&bytes, &path).unwrap();
+        assert_eq!(typed[0], q);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

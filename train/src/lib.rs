@@ -14,4 +14,6 @@ pub mod parallel;
 pub mod pipeline;
 pub mod state;
 pub mod step;
+pub mod tensor;
 pub mod tensorboard;
+pub mod weights;

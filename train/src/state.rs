@@ -12,6 +12,7 @@ use crate::checkpoint::{Checkpoint, NamedTensor};
 use crate::exec::ToDevice;
 use crate::optim::Optimizer;
 use crate::step::{train_step, Feed, PassReport, Passes, StepProgram, TRAIN_SCALARS};
+use crate::tensor::{Dtype, Tensor, TensorData};
 
 /// The train step with its passes; a remat budget is checked by compiling candidates.
 pub fn build_train_step(
@@ -80,15 +81,51 @@ pub fn step_seed(seed: u64, step: usize) -> u32 {
 impl TrainState {
     /// Fresh parameters from the seed, zero optimizer state.
     pub fn init(client: &Client, prog: &StepProgram, seed: u64) -> Result<TrainState> {
+        TrainState::init_from(client, prog, seed, &vec![None; prog.params.len()])
+    }
+
+    /// Parameters from `loaded` where given (in the program's parameter order, e.g. the
+    /// tensors of `weights::load_named(.., &weights::targets(&prog.params)?, ..)`), fresh
+    /// from the seed elsewhere; zero optimizer state, step 0: a run from pretrained weights.
+    pub fn init_from(
+        client: &Client,
+        prog: &StepProgram,
+        seed: u64,
+        loaded: &[Option<Tensor>],
+    ) -> Result<TrainState> {
+        if loaded.len() != prog.params.len() {
+            bail!(
+                "{} loaded tensors for the program's {} parameters: load them for \
+                 weights::targets(&prog.params)",
+                loaded.len(),
+                prog.params.len()
+            );
+        }
         let mut params = Vec::with_capacity(prog.params.len());
         let mut state = Vec::new();
         let devices: Vec<usize> = (0..prog.num_devices()).collect();
         for (i, p) in prog.params.iter().enumerate() {
             let layout = prog.param_layout(i);
-            let v = p.initial_values(seed);
-            params.push(ShardedArray::from_host(client, &v, &layout, &devices)?);
+            params.push(match &loaded[i] {
+                Some(t) => {
+                    if t.dims != p.ty.dims() || Dtype::of_graph(p.ty.dtype) != Some(t.dtype()) {
+                        bail!(
+                            "loaded tensor `{}` is {}{:?} but parameter `{}` is {}",
+                            t.name,
+                            t.dtype(),
+                            t.dims,
+                            p.name,
+                            p.ty
+                        );
+                    }
+                    upload(client, &t.data, &layout, &devices)?
+                }
+                None => {
+                    ShardedArray::from_host(client, &p.initial_values(seed), &layout, &devices)?
+                }
+            });
             for _ in &prog.slots {
-                let zeros = vec![0f32; v.len()];
+                let zeros = vec![0f32; p.count()];
                 state.push(ShardedArray::from_host(client, &zeros, &layout, &devices)?);
             }
         }
@@ -100,6 +137,22 @@ impl TrainState {
             lr_scale: 1.0,
         })
     }
+}
+
+/// Host values of any weight dtype onto the devices of `layout`.
+fn upload(
+    client: &Client,
+    data: &TensorData,
+    layout: &ShardLayout,
+    devices: &[usize],
+) -> Result<ShardedArray> {
+    Ok(match data {
+        TensorData::F32(v) => ShardedArray::from_host(client, v, layout, devices),
+        TensorData::BF16(v) => ShardedArray::from_host(client, v, layout, devices),
+        TensorData::F16(v) => ShardedArray::from_host(client, v, layout, devices),
+        TensorData::I8(v) => ShardedArray::from_host(client, v, layout, devices),
+        TensorData::I32(v) => ShardedArray::from_host(client, v, layout, devices),
+    }?)
 }
 
 /// The data must have the shapes and dtypes the model declared.
