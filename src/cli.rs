@@ -126,6 +126,19 @@ pub struct DeviceArgs {
     /// Show the PJRT plugin's own log output.
     #[arg(short, long)]
     pub verbose: bool,
+    /// cuda: device ordinals to use, e.g. `0,1` (default: all visible).
+    #[arg(long, value_delimiter = ',')]
+    pub gpu_devices: Option<Vec<i64>>,
+    /// cuda: share of each GPU's memory the allocator may take, in (0, 1]
+    /// (default: $XLA_PYTHON_CLIENT_MEM_FRACTION, else the plugin's 0.75).
+    #[arg(long)]
+    pub gpu_memory_fraction: Option<f64>,
+    /// cuda: reserve that memory up front (default: $XLA_PYTHON_CLIENT_PREALLOCATE, else true).
+    #[arg(long)]
+    pub gpu_preallocate: Option<bool>,
+    /// cuda: default, platform, bfc or cuda_async (default: $XLA_PYTHON_CLIENT_ALLOCATOR).
+    #[arg(long)]
+    pub gpu_allocator: Option<String>,
 }
 
 impl DeviceArgs {
@@ -134,6 +147,12 @@ impl DeviceArgs {
             backend: self.backend,
             cpu_devices: self.cpu_devices,
             verbose: self.verbose,
+            gpu: runtime::gpu::GpuOptions {
+                visible_devices: self.gpu_devices.clone(),
+                memory_fraction: self.gpu_memory_fraction,
+                preallocate: self.gpu_preallocate,
+                allocator: self.gpu_allocator.clone(),
+            },
         })
         .context("starting the PJRT client")
     }
@@ -188,7 +207,34 @@ fn devices(args: &DeviceArgs) -> Result<()> {
             d.id, d.kind, d.process_index, d.addressable
         );
     }
+    for i in 0..client.addressable_devices().len() {
+        // GPU/TPU allocators report this; CPU plugins may not implement it.
+        match client.device_memory_stats(i) {
+            Ok(m) => println!("  device {i:>3} memory: {}", memory_line(&m)),
+            Err(_) if i == 0 => {
+                println!("  memory stats:    not reported by this plugin");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
     Ok(())
+}
+
+fn memory_line(m: &runtime::DeviceMemoryStats) -> String {
+    let mb = |b: i64| format!("{:.1} MB", b as f64 / (1 << 20) as f64);
+    let mut s = format!("in use {}", mb(m.bytes_in_use));
+    for (label, v) in [
+        ("peak", m.peak_bytes_in_use),
+        ("limit", m.bytes_limit),
+        ("reserved", m.bytes_reserved),
+        ("pool", m.pool_bytes),
+    ] {
+        if let Some(v) = v {
+            s.push_str(&format!(", {label} {}", mb(v)));
+        }
+    }
+    s
 }
 
 fn load_config(args: &ConfigArgs) -> Result<TrainConfig> {

@@ -420,3 +420,15 @@ fn sharded_array_scatters_and_gathers() {
     let e = ShardedArray::from_host(&c, &data[1..], &half, &[0, 1, 2, 3]).unwrap_err();
     assert!(e.to_string().contains("47 elements"), "{e}");
 }
+
+/// Device memory stats are optional in the C API: the CPU plugin's answer is a clean result
+/// or a clean error, never a crash, and a bad device index is an error.
+#[test]
+fn device_memory_stats_are_optional_and_checked() {
+    let c = runtime::provision::cpu_client(2).unwrap();
+    match c.device_memory_stats(0) {
+        Ok(m) => assert!(m.bytes_in_use >= 0, "{m:?}"),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+    assert!(c.device_memory_stats(5).is_err());
+}

@@ -39,6 +39,19 @@ pub struct Device {
     pub addressable: bool,
 }
 
+/// A device's memory: `bytes_in_use` always, the rest where the plugin sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceMemoryStats {
+    pub bytes_in_use: i64,
+    pub peak_bytes_in_use: Option<i64>,
+    pub num_allocs: Option<i64>,
+    pub largest_alloc_size: Option<i64>,
+    /// What the allocator may hand out (e.g. `memory_fraction` of a GPU's HBM).
+    pub bytes_limit: Option<i64>,
+    pub bytes_reserved: Option<i64>,
+    pub pool_bytes: Option<i64>,
+}
+
 // SAFETY: a device handle is an immutable pointer owned by the client, valid while it lives.
 unsafe impl Send for Device {}
 unsafe impl Sync for Device {}
@@ -206,6 +219,25 @@ impl Client {
             .iter()
             .map(|&i| &self.inner.devices[i])
             .collect()
+    }
+
+    /// Memory of addressable device `index` as the plugin reports it (GPU/TPU allocators;
+    /// CPU plugins may not implement it: an error then).
+    pub fn device_memory_stats(&self, index: usize) -> Result<DeviceMemoryStats> {
+        let d = self.device(index)?;
+        let mut a = ffi::PJRT_Device_MemoryStats_Args::new();
+        a.device = d.raw;
+        self.inner.plugin.call(&mut a)?;
+        let opt = |v: i64, set: bool| set.then_some(v);
+        Ok(DeviceMemoryStats {
+            bytes_in_use: a.bytes_in_use,
+            peak_bytes_in_use: opt(a.peak_bytes_in_use, a.peak_bytes_in_use_is_set),
+            num_allocs: opt(a.num_allocs, a.num_allocs_is_set),
+            largest_alloc_size: opt(a.largest_alloc_size, a.largest_alloc_size_is_set),
+            bytes_limit: opt(a.bytes_limit, a.bytes_limit_is_set),
+            bytes_reserved: opt(a.bytes_reserved, a.bytes_reserved_is_set),
+            pool_bytes: opt(a.pool_bytes, a.pool_bytes_is_set),
+        })
     }
 
     pub(crate) fn device(&self, index: usize) -> Result<&Device> {

@@ -269,6 +269,32 @@ pjrt_struct! {
         device: *mut PJRT_Device,
         device_description: *mut PJRT_DeviceDescription,
     }
+    PJRT_Device_MemoryStats_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        device: *mut PJRT_Device,
+        bytes_in_use: i64,
+        peak_bytes_in_use: i64,
+        peak_bytes_in_use_is_set: bool,
+        num_allocs: i64,
+        num_allocs_is_set: bool,
+        largest_alloc_size: i64,
+        largest_alloc_size_is_set: bool,
+        bytes_limit: i64,
+        bytes_limit_is_set: bool,
+        bytes_reserved: i64,
+        bytes_reserved_is_set: bool,
+        peak_bytes_reserved: i64,
+        peak_bytes_reserved_is_set: bool,
+        bytes_reservable_limit: i64,
+        bytes_reservable_limit_is_set: bool,
+        largest_free_block_bytes: i64,
+        largest_free_block_bytes_is_set: bool,
+        pool_bytes: i64,
+        pool_bytes_is_set: bool,
+        peak_pool_bytes: i64,
+        peak_pool_bytes_is_set: bool,
+    }
     PJRT_Device_IsAddressable_Args {
         struct_size: usize,
         extension_start: *mut PJRT_Extension_Base,
@@ -523,14 +549,19 @@ macro_rules! pjrt_api {
                 fn offset() -> usize { offset_of!(PJRT_Api, $field) }
             }
         )? )*
-        /// (name, offset) of every function rxla calls: a plugin must provide all of them.
+        /// (name, offset) of every function rxla calls: a plugin must provide all of them
+        /// but the [`OPTIONAL_FUNCTIONS`].
         pub fn required_functions() -> Vec<(&'static str, usize)> {
             let mut v = Vec::new();
             $( $( let _ = stringify!($args); v.push((stringify!($field), offset_of!(PJRT_Api, $field))); )? )*
+            v.retain(|(n, _)| !OPTIONAL_FUNCTIONS.contains(n));
             v
         }
     };
 }
+
+/// Diagnostics rxla calls when present (a plugin without them still loads).
+pub const OPTIONAL_FUNCTIONS: &[&str] = &["PJRT_Device_MemoryStats"];
 
 pjrt_api! {
     PJRT_Error_Destroy => PJRT_Error_Destroy_Args,
@@ -567,7 +598,7 @@ pjrt_api! {
     PJRT_Device_LocalHardwareId,
     PJRT_Device_AddressableMemories,
     PJRT_Device_DefaultMemory,
-    PJRT_Device_MemoryStats,
+    PJRT_Device_MemoryStats => PJRT_Device_MemoryStats_Args,
     PJRT_Memory_Id,
     PJRT_Memory_Kind,
     PJRT_Memory_DebugString,

@@ -13,13 +13,14 @@ mod dtype;
 mod error;
 mod executable;
 pub mod ffi;
+pub mod gpu;
 mod plugin;
 mod proto;
 pub mod provision;
 mod sharded;
 
 pub use buffer::Buffer;
-pub use client::{Client, CreateOptions, Device};
+pub use client::{Client, CreateOptions, Device, DeviceMemoryStats};
 pub use dtype::{ElementType, NativeType, TensorSpec};
 pub use error::{Error, ErrorCode, Result};
 pub use executable::{CompileOptions, Executable, MemoryStats};

@@ -169,6 +169,8 @@ pub struct ClientRequest {
     pub cpu_devices: Option<usize>,
     /// Show the plugin's own logs (unless `TF_CPP_MIN_LOG_LEVEL` is set by the user).
     pub verbose: bool,
+    /// CUDA client options (cuda backend only; JAX's environment variables fill the rest).
+    pub gpu: crate::gpu::GpuOptions,
 }
 
 /// The one-call way to a client: provision the plugin, load it, create the client.
@@ -177,9 +179,21 @@ pub fn client(req: &ClientRequest) -> Result<Client> {
     if req.verbose && std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
         std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "0");
     }
+    let gpu = match backend {
+        Backend::Cuda => req.gpu.clone().with_env()?,
+        _ if !req.gpu.is_empty() => {
+            return Err(Error::InvalidArgument(format!(
+                "the --gpu-* options apply to the cuda backend, not {backend}"
+            )))
+        }
+        _ => Default::default(),
+    };
     let path = plugin_path(backend)?;
-    let plugin = load_plugin(&path)?;
-    let mut opts = CreateOptions::new();
+    if backend == Backend::Cuda {
+        crate::gpu::preload_cuda_libraries(&crate::gpu::nvidia_lib_dirs(&python_site_dirs()));
+    }
+    let plugin = load_plugin(&path).map_err(|e| cuda_hint(backend, e))?;
+    let mut opts = gpu.apply(CreateOptions::new())?;
     if let Some(n) = req.cpu_devices {
         if backend != Backend::Cpu {
             return Err(Error::InvalidArgument(format!(
@@ -193,7 +207,30 @@ pub fn client(req: &ClientRequest) -> Result<Client> {
         }
         opts = opts.cpu_device_count(n);
     }
-    Client::new(plugin, &opts)
+    Client::new(plugin, &opts).map_err(|e| cuda_hint(backend, e))
+}
+
+/// A CUDA failure about a missing NVIDIA library, with the pip package that ships it.
+fn cuda_hint(backend: Backend, e: Error) -> Error {
+    if backend != Backend::Cuda {
+        return e;
+    }
+    match e {
+        Error::PluginLoad { path, reason } => Error::PluginLoad {
+            path,
+            reason: crate::gpu::explain_missing_library(&reason),
+        },
+        Error::Pjrt {
+            function,
+            code,
+            message,
+        } => Error::Pjrt {
+            function,
+            code,
+            message: crate::gpu::explain_missing_library(&message),
+        },
+        other => other,
+    }
 }
 
 /// A CPU client with `n` devices (tests, benches).
@@ -202,5 +239,6 @@ pub fn cpu_client(n: usize) -> Result<Client> {
         backend: Some(Backend::Cpu),
         cpu_devices: Some(n),
         verbose: false,
+        gpu: Default::default(),
     })
 }
