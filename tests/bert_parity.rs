@@ -3,6 +3,8 @@
 //! token ids, the first dims of every token's last hidden state and the mean-pooled,
 //! normalized sentence embeddings of four texts (one a pair, three padded).
 
+mod common;
+
 use rxla::pretrained::bert::{model_dir, pool, Encoder};
 use serde_json::Value;
 
@@ -106,4 +108,67 @@ fn minilm_hidden_states_and_embeddings_match_transformers() {
         eprintln!("text {i}: cosine {cos:.7} (reference norm {wn:.6})");
         assert!(cos / wn >= 0.9999, "text {i}: cosine {}", cos / wn);
     }
+}
+
+fn embed_lines(args: &[&str]) -> Vec<Value> {
+    let o = common::rxla_ok(args);
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn rxla_embed_prints_the_reference_embeddings_and_cls_states() {
+    let f = fixture();
+    let ids = ints(&f["input_ids"]);
+    let d = 384;
+    let emb = floats(&f["mean_pooled_normalized"]);
+    let cls = floats(&f["last_hidden_first_dims"]);
+    let (t, k) = (ids[0].len(), f["hidden_dims"].as_u64().unwrap() as usize);
+    // Texts 2 and 1, in another order and padded to another length than the fixture's batch.
+    let texts = ["Call me Ishmael.", "A man is playing a guitar."];
+    let args = [
+        "embed",
+        "--pretrained",
+        "all-minilm-l6-v2",
+        "--text",
+        texts[0],
+        "--text",
+        texts[1],
+    ];
+    let rows = embed_lines(&args);
+    assert_eq!(rows.len(), 2);
+    for (row, i) in rows.iter().zip([2usize, 1]) {
+        assert_eq!(row["text"], texts[if i == 2 { 0 } else { 1 }]);
+        let got = ints(&Value::Array(vec![row["token_ids"].clone()])).remove(0);
+        assert_eq!(got, ids[i][..got.len()]);
+        let e = floats(&row["embedding"]);
+        let cos: f32 = e
+            .iter()
+            .zip(&emb[i * d..(i + 1) * d])
+            .map(|(a, b)| a * b)
+            .sum();
+        assert!(cos >= 0.9999, "text {i}: cosine {cos}");
+    }
+    // `[CLS]` pooling, not normalized: the CLS token's last hidden state itself.
+    let mut a = args.to_vec();
+    a.extend(["--pooling", "cls", "--normalize", "false"]);
+    let rows = embed_lines(&a);
+    for (row, i) in rows.iter().zip([2usize, 1]) {
+        let e = floats(&row["embedding"]);
+        let want = &cls[i * t * k..i * t * k + k];
+        let worst = e[..k]
+            .iter()
+            .zip(want)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-4, "text {i}: CLS differs by {worst}");
+    }
+    let e = common::rxla_err(&["embed", "--pretrained", "bert-huge", "--text", "x"]);
+    assert!(
+        e.contains("bert-huge") && e.contains("all-minilm-l6-v2"),
+        "{e}"
+    );
 }

@@ -205,3 +205,89 @@ pub fn pool(hidden: &[f32], mask: &[i32], dim: usize, mean: bool, normalize: boo
     }
     v
 }
+
+/// How a sentence embedding is read off the hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The mean over real tokens (sentence-transformers').
+    Mean,
+    /// The `[CLS]` token's state.
+    Cls,
+}
+
+/// One text's embedding and the token ids it was computed from.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Embedding {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub embedding: Vec<f32>,
+}
+
+/// Embeds `texts` with the BERT in `dir` (HF layout with `tokenizer.json`), in one batch
+/// padded to the longest text.
+pub fn embed(
+    client: &Client,
+    dir: &Path,
+    texts: &[String],
+    pooling: Pooling,
+    normalize: bool,
+) -> Result<Vec<Embedding>> {
+    if texts.is_empty() {
+        bail!("no text to embed (give --text)");
+    }
+    let tok_path = dir.join("tokenizer.json");
+    let wp = data::wordpiece::WordPiece::load(&tok_path)?;
+    let max = config(dir, 1)?.max_position_embeddings;
+    let enc: Vec<_> = texts
+        .iter()
+        .map(|t| wp.encode(t, None))
+        .collect::<Result<_>>()?;
+    let t = enc.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+    if t > max {
+        bail!("a text has {t} tokens, more than max_position_embeddings ({max})");
+    }
+    let encoder = Encoder::load(client, dir, texts.len(), t)?;
+    if wp.vocab_size() != encoder.config.vocab_size {
+        bail!(
+            "{} has {} tokens but config.json's vocab_size is {}",
+            tok_path.display(),
+            wp.vocab_size(),
+            encoder.config.vocab_size
+        );
+    }
+    let pad = |e: &data::wordpiece::Encoding, f: fn(&data::wordpiece::Encoding) -> Vec<i32>| {
+        let mut v = f(e);
+        v.resize(t, 0);
+        v
+    };
+    let ids: Vec<i32> = enc
+        .iter()
+        .flat_map(|e| pad(e, |e| e.ids.iter().map(|&x| x as i32).collect()))
+        .collect();
+    let segs: Vec<i32> = enc
+        .iter()
+        .flat_map(|e| pad(e, |e| e.segments.iter().map(|&x| x as i32).collect()))
+        .collect();
+    let mask: Vec<i32> = enc
+        .iter()
+        .flat_map(|e| pad(e, |e| vec![1; e.ids.len()]))
+        .collect();
+    let hidden = encoder.hidden(&ids, &segs, &mask)?;
+    let d = encoder.config.hidden_size;
+    Ok(texts
+        .iter()
+        .zip(&enc)
+        .enumerate()
+        .map(|(i, (text, e))| Embedding {
+            text: text.clone(),
+            token_ids: e.ids.clone(),
+            embedding: pool(
+                &hidden[i * t * d..(i + 1) * t * d],
+                &mask[i * t..(i + 1) * t],
+                d,
+                pooling == Pooling::Mean,
+                normalize,
+            ),
+        })
+        .collect())
+}
