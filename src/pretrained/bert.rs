@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use graph::{DType, Graph, NodeId, TensorType};
 use models::bert::{Bert, BertConfig};
-use models::Params;
+use models::{ParamSpec, Params};
 use runtime::{Buffer, Client, CompileOptions};
-use train::weights::{load_named, targets, LoadOptions, LoadReport, Rule, Transform, WeightMap};
+use train::weights::{
+    load_named, targets, LoadOptions, LoadReport, Loaded, Rule, Transform, WeightMap,
+};
 
 /// HF names -> ours, for `BertModel` files (MiniLM: no prefix) and `BertForPreTraining`
 /// ones (`bert.` prefix, `cls.*` heads).
@@ -83,6 +85,18 @@ pub fn config(dir: &Path, seq_len: usize) -> Result<BertConfig> {
     BertConfig::from_hf_json(&text, seq_len).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// Fills `params` (a BERT's, with or without the pretraining heads) from
+/// `dir/model.safetensors`. The MLM and NSP heads may be absent (sentence encoders such as
+/// MiniLM ship without them): they keep their init, listed as left at init in the report.
+pub fn load_weights(dir: &Path, params: &[ParamSpec]) -> Result<Loaded> {
+    let weights = dir.join("model.safetensors");
+    let opts = LoadOptions::default()
+        .allow_missing("mlm.*")
+        .allow_missing("nsp.*");
+    load_named(&[&weights], &targets(params)?, &hf_map(), &opts)
+        .with_context(|| format!("loading BERT weights {}", weights.display()))
+}
+
 /// The encoder (last hidden states) compiled for `(batch, seq_len)`, with weights from `dir`.
 pub struct Encoder {
     pub config: BertConfig,
@@ -108,14 +122,7 @@ impl Encoder {
         let e =
             Bert(config.clone()).encode(&mut g, &mut p, inputs[0], inputs[1], inputs[2], None)?;
         g.set_outputs(&[e.hidden])?;
-        let weights = dir.join("model.safetensors");
-        let loaded = load_named(
-            &[&weights],
-            &targets(&p.specs)?,
-            &hf_map(),
-            &LoadOptions::default(),
-        )
-        .with_context(|| format!("loading BERT weights {}", weights.display()))?;
+        let loaded = load_weights(dir, &p.specs)?;
         // Data inputs first, then the parameters.
         if g.args()[..3] != inputs[..] {
             bail!("the encoder graph takes its data inputs first");
@@ -131,7 +138,7 @@ impl Encoder {
                 .position(|s| s.node == a)
                 .expect("an argument is an input or a parameter");
             let Some(t) = &loaded.tensors[i] else {
-                bail!("{}: no tensor for `{}`", weights.display(), p.specs[i].name);
+                bail!("{}: no tensor for `{}`", dir.display(), p.specs[i].name);
             };
             params.push(client.buffer_from_host(&t.data.to_f32(), &t.dims, 0)?);
         }
@@ -237,7 +244,17 @@ pub fn embed(
     }
     let tok_path = dir.join("tokenizer.json");
     let wp = data::wordpiece::WordPiece::load(&tok_path)?;
-    let max = config(dir, 1)?.max_position_embeddings;
+    let cfg = config(dir, 1)?;
+    if wp.vocab_size() != cfg.vocab_size {
+        bail!(
+            "{} has {} tokens but {}'s vocab_size is {}: not this model's tokenizer",
+            tok_path.display(),
+            wp.vocab_size(),
+            dir.join("config.json").display(),
+            cfg.vocab_size
+        );
+    }
+    let max = cfg.max_position_embeddings;
     let enc: Vec<_> = texts
         .iter()
         .map(|t| wp.encode(t, None))
@@ -247,14 +264,6 @@ pub fn embed(
         bail!("a text has {t} tokens, more than max_position_embeddings ({max})");
     }
     let encoder = Encoder::load(client, dir, texts.len(), t)?;
-    if wp.vocab_size() != encoder.config.vocab_size {
-        bail!(
-            "{} has {} tokens but config.json's vocab_size is {}",
-            tok_path.display(),
-            wp.vocab_size(),
-            encoder.config.vocab_size
-        );
-    }
     let pad = |e: &data::wordpiece::Encoding, f: fn(&data::wordpiece::Encoding) -> Vec<i32>| {
         let mut v = f(e);
         v.resize(t, 0);
