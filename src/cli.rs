@@ -36,6 +36,27 @@ pub enum Command {
     Summary(SummaryArgs),
     /// Sample text from a trained GPT run.
     Generate(GenerateArgs),
+    /// Sentence embeddings from a pretrained BERT: one JSON line per text.
+    Embed(EmbedArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EmbedArgs {
+    /// A pretrained model's name (all-minilm-l6-v2) or a directory in HF layout.
+    #[arg(long)]
+    pub pretrained: String,
+    /// A text to embed (repeat for more).
+    #[arg(long, required = true)]
+    pub text: Vec<String>,
+    /// mean (over real tokens) or cls.
+    #[arg(long, default_value = "mean", value_parser = ["mean", "cls"])]
+    pub pooling: String,
+    /// L2-normalize the embedding (`--normalize false` to keep its norm).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub normalize: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -185,6 +206,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench_cmd(&args),
         Command::Summary(args) => summary_cmd(&args),
         Command::Generate(args) => generate_cmd(&args),
+        Command::Embed(args) => embed_cmd(&args),
     }
 }
 
@@ -435,5 +457,20 @@ fn generate_cmd(args: &GenerateArgs) -> Result<()> {
         "rxla: {} tokens at {rate:.0} tokens/s (recomputing the full window per token)",
         args.max_tokens
     );
+    Ok(())
+}
+
+fn embed_cmd(args: &EmbedArgs) -> Result<()> {
+    use crate::pretrained::bert::{embed, model_dir, Pooling};
+    let dir = model_dir(&args.pretrained)?;
+    let pooling = if args.pooling == "cls" {
+        Pooling::Cls
+    } else {
+        Pooling::Mean
+    };
+    let client = args.device.client()?;
+    for e in embed(&client, &dir, &args.text, pooling, args.normalize)? {
+        println!("{}", serde_json::to_string(&e)?);
+    }
     Ok(())
 }

@@ -7,5 +7,6 @@ pub mod cli;
 pub mod config;
 pub mod generate;
 pub mod keras;
+pub mod pretrained;
 pub mod registry;
 pub mod summary;

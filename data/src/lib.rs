@@ -8,6 +8,7 @@ pub mod mnist;
 pub mod source;
 pub mod text;
 pub mod tokenizer;
+pub mod wordpiece;
 
 pub use datasets::{epoch_batches, fetch, package, ImageSet, DATASETS};
 pub use host::HostArray;

@@ -48,6 +48,16 @@ impl Graph {
         self.mul(hx, t)
     }
 
+    /// GELU with erf, `x/2 (1 + erf(x/sqrt 2))` (BERT).
+    #[track_caller]
+    pub fn gelu_erf(&mut self, x: NodeId) -> Result<NodeId> {
+        let e = self.mul_scalar(x, std::f64::consts::FRAC_1_SQRT_2)?;
+        let e = self.erf(e)?;
+        let e = self.add_scalar(e, 1.0)?;
+        let hx = self.mul_scalar(x, 0.5)?;
+        self.mul(hx, e)
+    }
+
     /// `(m, exp(x - m), sum(exp(x - m)))` over `dim` with `m` the (gradient-free) max:
     /// the max only shifts for stability, its gradient cancels exactly.
     #[track_caller]

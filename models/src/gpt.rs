@@ -4,10 +4,10 @@
 //! 1/sqrt(2·layers).
 
 use graph::{DType, DotDims, Graph, NodeId, TensorType};
-use nn::attention::{AttentionKernel, MultiHeadAttention, MultiHeadAttentionW};
+use nn::attention::{AttentionKernel, MultiHeadAttention, MultiHeadAttentionW, QkvLayout};
 use nn::axis::{BATCH, EMBED, NONE, VOCAB};
 use nn::linear::Linear;
-use nn::mlp::{Mlp, MlpW};
+use nn::mlp::{Gelu, Mlp, MlpW};
 use nn::norm::{LayerNorm, LayerNormW};
 use nn::{repeated, Dropout, Embedding, Forward, Init, Mode, Model, Params};
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,7 @@ impl Gpt {
             d_model: d,
             n_heads: c.n_heads as i64,
             kernel: AttentionKernel::Dense { causal: true },
+            qkv_layout: QkvLayout::Fused,
             dropout: c.dropout,
             qkv_std: 0.02,
             proj_std,
@@ -74,6 +75,7 @@ impl Gpt {
         let mlp = Mlp {
             d_model: d,
             hidden: 4 * d,
+            gelu: Gelu::Tanh,
             fc_std: 0.02,
             proj_std,
         };

@@ -2,6 +2,7 @@
 //! forward function with shapes in comments. Parallelism, remat and precision are applied
 //! to them by the trainer, never written into them.
 
+pub mod bert;
 pub mod cnn;
 pub mod gpt;
 pub mod mlp;

@@ -1,6 +1,6 @@
 //! Multi-head self-attention with a pluggable kernel: the layer owns the projections
-//! (one fused qkv weight, one output projection), the kernel turns (q, k, v) into the
-//! attended values. Kernels share one signature, so new ones (chunked, local, ...) are
+//! (one fused qkv weight, or separate q, k, v as in HF BERT; one output projection), the
+//! kernel turns (q, k, v) and an optional key padding mask into the attended values. Kernels share one signature, so new ones (chunked, local, ...) are
 //! variants of [`AttentionKernel`], not copies of the layer.
 
 use graph::{DType, DotDims, Graph, NodeId, TensorType};
@@ -17,11 +17,21 @@ pub enum AttentionKernel {
     Dense { causal: bool },
 }
 
+/// How the q, k, v projections are stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum QkvLayout {
+    /// One `qkv.w (D, 3, H, hd)` (GPT-2's `c_attn`).
+    Fused,
+    /// `q.w`, `k.w`, `v.w`, each `(D, H, hd)` (BERT's query/key/value).
+    Separate,
+}
+
 #[derive(Debug, Clone)]
 pub struct MultiHeadAttention {
     pub d_model: i64,
     pub n_heads: i64,
     pub kernel: AttentionKernel,
+    pub qkv_layout: QkvLayout,
     /// Dropout on the attention probabilities.
     pub dropout: f64,
     /// Init std of the qkv and output projections (GPT-2: 0.02 and 0.02 / sqrt(2 L)).
@@ -32,12 +42,14 @@ pub struct MultiHeadAttention {
 #[derive(Debug, Clone)]
 pub struct MultiHeadAttentionW {
     pub cfg: MultiHeadAttention,
-    pub qkv: LinearW,
+    /// The fused qkv, or q, k, v (see [`QkvLayout`]).
+    pub qkv: Vec<LinearW>,
     pub proj: LinearW,
 }
 
 impl MultiHeadAttention {
-    /// Declares `qkv.w (D, 3, H, hd)` and `proj.w (D, D)` (with biases) under `name`.
+    /// Declares `qkv.w (D, 3, H, hd)` (or `q.w`, `k.w`, `v.w (D, H, hd)`) and
+    /// `proj.w (D, D)`, with biases, under `name`.
     #[track_caller]
     pub fn declare<W: Weights + ?Sized>(
         &self,
@@ -52,13 +64,36 @@ impl MultiHeadAttention {
             )));
         }
         w.push_scope(name);
-        // One (D, 3, H, hd) weight, so tensor parallelism splits it by head (Megatron's
-        // column-parallel layer); its values are those of a (D, 3D) matrix.
-        let qkv = Linear::new([3, h, d / h])
-            .init(Init::Normal { std: self.qkv_std })
-            .axes(&[EMBED, NONE, HEADS, NONE])
-            .names("w", "b")
-            .declare(g, w, "qkv", d);
+        // Heads get their own dim, so tensor parallelism splits by head (Megatron's
+        // column-parallel layer); the fused weight's values are those of a (D, 3D) matrix.
+        let init = Init::Normal { std: self.qkv_std };
+        let qkv: graph::Result<Vec<LinearW>> = match self.qkv_layout {
+            QkvLayout::Fused => Linear::new([3, h, d / h])
+                .init(init)
+                .axes(&[EMBED, NONE, HEADS, NONE])
+                .names("w", "b")
+                .declare(g, w, "qkv", d)
+                .map(|l| vec![l]),
+            QkvLayout::Separate => {
+                // A loop, not a closure: `#[track_caller]` then names the model line.
+                let mut v = Vec::new();
+                for n in ["q", "k", "v"] {
+                    let l = Linear::new([h, d / h])
+                        .init(init)
+                        .axes(&[EMBED, HEADS, NONE])
+                        .names("w", "b")
+                        .declare(g, w, n, d);
+                    match l {
+                        Ok(l) => v.push(l),
+                        Err(e) => {
+                            w.pop_scope();
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(v)
+            }
+        };
         // Row-parallel: each device's heads give a partial sum, all-reduced by XLA.
         let proj = match &qkv {
             Ok(_) => Some(
@@ -89,6 +124,20 @@ impl MultiHeadAttentionW {
         seed: Option<NodeId>,
         salt: &mut u32,
     ) -> graph::Result<NodeId> {
+        self.apply_masked(g, x, None, seed, salt)
+    }
+
+    /// Like [`Self::apply`], with `key_mask (B, T)` bool (true: a real token) hiding padded
+    /// keys from every query.
+    #[track_caller]
+    pub fn apply_masked(
+        &self,
+        g: &mut Graph,
+        x: NodeId,
+        key_mask: Option<NodeId>,
+        seed: Option<NodeId>,
+        salt: &mut u32,
+    ) -> graph::Result<NodeId> {
         let xd = g.dims(x)?.to_vec();
         let r = xd.len();
         if r < 2 {
@@ -108,12 +157,20 @@ impl MultiHeadAttentionW {
         // (lead.., T, X, Y) <-> (lead.., X, T, Y)
         let mut swap: Vec<usize> = (0..n).collect();
         swap.extend([n + 1, n, n + 2]);
-        let qkv = self.qkv.apply(g, x)?; // (lead.., T, 3, H, hd)
-        let mut heads = [qkv; 3];
+        let fused = match self.qkv.as_slice() {
+            [qkv] => Some(qkv.apply(g, x)?), // (lead.., T, 3, H, hd)
+            _ => None,
+        };
+        let mut heads = [x; 3];
         for (i, s) in heads.iter_mut().enumerate() {
-            let i = i as i64;
-            let v = g.slice_dim(qkv, n + 1, i, i + 1)?;
-            let v = g.reshape(v, with_lead(&[t, h, hd]))?;
+            let v = match fused {
+                Some(qkv) => {
+                    let i = i as i64;
+                    let v = g.slice_dim(qkv, n + 1, i, i + 1)?;
+                    g.reshape(v, with_lead(&[t, h, hd]))?
+                }
+                None => self.qkv[i].apply(g, x)?, // (lead.., T, H, hd)
+            };
             let v = g.transpose(v, &swap)?; // (lead.., H, T, hd)
             *s = g.logical_axes(v, &lead_axes(n, &[BATCH, HEADS, NONE, NONE]))?;
         }
@@ -123,7 +180,9 @@ impl MultiHeadAttentionW {
                 let drop = Dropout {
                     rate: self.cfg.dropout,
                 };
-                dense_attention(g, q, k, v, causal, |g, p| drop.apply(g, p, seed, salt))?
+                dense_attention(g, q, k, v, causal, key_mask, |g, p| {
+                    drop.apply(g, p, seed, salt)
+                })?
             }
         }; // (lead.., H, T, hd)
         let y = g.transpose(y, &swap)?; // (lead.., T, H, hd)
@@ -139,8 +198,9 @@ fn lead_axes(n: usize, rest: &[Axis]) -> Vec<Axis> {
     v
 }
 
-/// softmax(q kᵀ / sqrt(hd) [+ causal mask]) v over q, k, v `(lead.., T, hd)`; `probs` is
-/// applied to the probabilities (dropout).
+/// softmax(q kᵀ / sqrt(hd) [+ causal mask] [+ key mask]) v over q, k, v `(B, .., T, hd)`;
+/// `key_mask (B, T)` bool is true at real tokens; `probs` is applied to the probabilities
+/// (dropout).
 #[track_caller]
 pub fn dense_attention(
     g: &mut Graph,
@@ -148,6 +208,7 @@ pub fn dense_attention(
     k: NodeId,
     v: NodeId,
     causal: bool,
+    key_mask: Option<NodeId>,
     probs: impl FnOnce(&mut Graph, NodeId) -> graph::Result<NodeId>,
 ) -> graph::Result<NodeId> {
     let qd = g.dims(q)?.to_vec();
@@ -172,6 +233,16 @@ pub fn dense_attention(
         g.select(visible, att, neg)?
     } else {
         att
+    };
+    let att = match key_mask {
+        // A masked key scores -1e9: exp underflows to exactly 0, as HF's finfo.min does.
+        Some(m) => {
+            let full = g.dims(att)?.to_vec();
+            let m = g.broadcast_in_dim(m, full.clone(), &[0, r - 1])?;
+            let neg = g.full(-1e9, TensorType::f32(full))?;
+            g.select(m, att, neg)?
+        }
+        None => att,
     };
     let att = g.softmax(att, r - 1)?;
     let att = probs(g, att)?;

@@ -6,16 +6,25 @@ use crate::linear::{Linear, LinearW};
 use crate::param::axis::{BATCH, EMBED, MLP, NONE};
 use crate::param::{Init, Weights};
 
+/// Which GELU: GPT-2's tanh approximation or BERT's exact erf form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gelu {
+    Tanh,
+    Erf,
+}
+
 #[derive(Debug, Clone)]
 pub struct Mlp {
     pub d_model: i64,
     pub hidden: i64,
+    pub gelu: Gelu,
     pub fc_std: f64,
     pub proj_std: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct MlpW {
+    pub gelu: Gelu,
     pub fc: LinearW,
     pub proj: LinearW,
 }
@@ -47,6 +56,7 @@ impl Mlp {
         };
         w.pop_scope();
         Ok(MlpW {
+            gelu: self.gelu,
             fc: fc?,
             proj: proj.transpose()?.expect("declared with fc"),
         })
@@ -58,7 +68,10 @@ impl MlpW {
     #[track_caller]
     pub fn apply(&self, g: &mut Graph, x: NodeId) -> graph::Result<NodeId> {
         let h = self.fc.apply(g, x)?; // (B, .., hidden)
-        let h = g.gelu(h)?;
+        let h = match self.gelu {
+            Gelu::Tanh => g.gelu(h)?,
+            Gelu::Erf => g.gelu_erf(h)?,
+        };
         let r = g.rank(h)?;
         let mut axes = vec![BATCH];
         axes.resize(r - 1, NONE);

@@ -57,6 +57,10 @@ pub fn cases() -> Result<Vec<GradCase>> {
             let x = b.x(&[2, 3])?;
             b.g.cos(x)
         }),
+        ("erf", |b| {
+            let x = b.x(&[2, 3])?;
+            b.g.erf(x)
+        }),
         ("sign", |b| {
             let x = b.x(&[2, 3])?;
             let s = b.g.sign(x)?;

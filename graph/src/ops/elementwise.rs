@@ -20,6 +20,8 @@ pub enum UnaryOp {
     Abs,
     Sin,
     Cos,
+    /// The Gauss error function (BERT's exact GELU); lowered through CHLO.
+    Erf,
     Sign,
     /// Bitwise / logical not (ints and bool).
     Not,
@@ -39,6 +41,7 @@ impl UnaryOp {
             UnaryOp::Abs => "abs",
             UnaryOp::Sin => "sine",
             UnaryOp::Cos => "cosine",
+            UnaryOp::Erf => "erf",
             UnaryOp::Sign => "sign",
             UnaryOp::Not => "not",
         }
@@ -188,7 +191,7 @@ macro_rules! unary_builders {
 unary_builders!(
     neg => Neg, exp => Exp, log => Log, log1p => Log1p, tanh => Tanh,
     logistic => Logistic, sqrt => Sqrt, rsqrt => Rsqrt, abs => Abs,
-    sin => Sin, cos => Cos, sign => Sign, not => Not,
+    sin => Sin, cos => Cos, erf => Erf, sign => Sign, not => Not,
 );
 
 /// Numpy-broadcasting binary builders: `g.add(x, b)` with `x: [B, D]`, `b: [D]`.
@@ -362,6 +365,14 @@ pub(crate) fn vjp_unary(g: &mut Graph, u: UnaryOp, v: &Vjp) -> Result<Cts> {
             let s = g.sin(x)?;
             let d = g.mul(ct, s)?;
             g.neg(d)?
+        }
+        UnaryOp::Erf => {
+            // d erf(x) = 2/sqrt(pi) exp(-x^2)
+            let sq = g.mul(x, x)?;
+            let e = g.neg(sq)?;
+            let e = g.exp(e)?;
+            let e = g.mul_scalar(e, std::f64::consts::FRAC_2_SQRT_PI)?;
+            g.mul(ct, e)?
         }
         UnaryOp::Sign | UnaryOp::Not => return Ok(vec![None]),
     };

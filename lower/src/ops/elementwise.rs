@@ -49,7 +49,13 @@ pub(crate) fn lower_iota(e: &mut Emitter, c: &Ctx, dim: usize) -> Result<String>
 }
 
 pub(crate) fn lower_unary(e: &mut Emitter, c: &Ctx, u: UnaryOp) -> Result<String> {
-    let name = format!("stablehlo.{}", u.name());
+    // StableHLO has no erf; CHLO's is legalized (to a polynomial) by the PJRT compiler.
+    let dialect = if u == UnaryOp::Erf {
+        "chlo"
+    } else {
+        "stablehlo"
+    };
+    let name = format!("{dialect}.{}", u.name());
     let outs = [c.out.clone()];
     Ok(e.op(c.op(&name, &outs)).remove(0))
 }

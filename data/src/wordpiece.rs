@@ -1,0 +1,49 @@
+//! BERT's WordPiece tokenizer from an HF `tokenizer.json`: `[CLS] a [SEP]` or
+//! `[CLS] a [SEP] b [SEP]` with segment ids, through the `tokenizers` crate. Any padding or
+//! truncation the file builds in (MiniLM's pads to 128) is turned off: batches pad themselves.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+
+pub struct WordPiece {
+    inner: tokenizers::Tokenizer,
+}
+
+/// One tokenized example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoding {
+    pub ids: Vec<u32>,
+    /// 0 for `[CLS] a [SEP]`, 1 for `b [SEP]`.
+    pub segments: Vec<u32>,
+}
+
+impl WordPiece {
+    pub fn load(path: &Path) -> Result<WordPiece> {
+        let mut inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("loading tokenizer {}: {e}", path.display()))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| anyhow!("tokenizer {}: {e}", path.display()))?;
+        Ok(WordPiece { inner })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// `text` alone, or the pair (`text`, `second`), with the special tokens.
+    pub fn encode(&self, text: &str, second: Option<&str>) -> Result<Encoding> {
+        let e = match second {
+            Some(b) => self.inner.encode((text, b), true),
+            None => self.inner.encode(text, true),
+        }
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("tokenizing {text:?}"))?;
+        Ok(Encoding {
+            ids: e.get_ids().to_vec(),
+            segments: e.get_type_ids().to_vec(),
+        })
+    }
+}
