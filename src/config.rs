@@ -226,6 +226,7 @@ impl TrainSection {
             remat: self.remat.parse()?,
             grad_accum: self.grad_accum,
             parallel: None,
+            skip_nonfinite: false,
         })
     }
 }
