@@ -187,6 +187,29 @@ pub struct TrainSection {
     /// Write every logged record as TensorBoard scalars under `<out>/tensorboard`.
     #[serde(default)]
     pub tensorboard: bool,
+    /// "never", "latest" (the newest checkpoint must exist) or "auto" (resume if there is a
+    /// checkpoint, else start fresh); `--resume [auto]` overrides it.
+    #[serde(default)]
+    pub resume: train::learner::Resume,
+    /// A NaN/Inf loss or gradient norm: "stop" (fail naming the step) or "skip" (drop that
+    /// update inside the compiled step and go on).
+    #[serde(default)]
+    pub on_nonfinite: OnNonfinite,
+    /// With `on_nonfinite = "skip"`: fail after this many skipped steps in a row.
+    #[serde(default = "default_max_skips")]
+    pub max_skips_in_a_row: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNonfinite {
+    #[default]
+    Stop,
+    Skip,
+}
+
+fn default_max_skips() -> usize {
+    5
 }
 
 /// `[train.early_stopping]`: stop after `patience` evaluations without improvement.
@@ -226,7 +249,22 @@ impl TrainSection {
             remat: self.remat.parse()?,
             grad_accum: self.grad_accum,
             parallel: None,
-            skip_nonfinite: false,
+            skip_nonfinite: self.on_nonfinite == OnNonfinite::Skip,
+        })
+    }
+
+    /// What the training loop does with a non-finite step.
+    pub fn nonfinite(&self) -> Result<train::learner::NonFinite> {
+        Ok(match self.on_nonfinite {
+            OnNonfinite::Stop => train::learner::NonFinite::Stop,
+            OnNonfinite::Skip => {
+                if self.max_skips_in_a_row == 0 {
+                    bail!("config key `train.max_skips_in_a_row` must be at least 1");
+                }
+                train::learner::NonFinite::Skip {
+                    max_in_a_row: self.max_skips_in_a_row,
+                }
+            }
         })
     }
 }
