@@ -345,6 +345,7 @@ fn train(args: &TrainArgs) -> Result<()> {
             seed: cfg.seed,
         };
         let (text, _) = crate::generate::from_run(&client, &out, prompt, &opts)?;
+        let text = crate::generate::printable(&text);
         eprintln!("rxla: sample:\n{prompt}{text}\n");
     }
     println!("{}", serde_json::to_string(&summary)?);
@@ -429,15 +430,16 @@ fn summary_cmd(args: &SummaryArgs) -> Result<()> {
 }
 
 fn generate_cmd(args: &GenerateArgs) -> Result<()> {
-    let client = args.device.client()?;
     let opts = crate::generate::SampleOptions {
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         top_k: args.top_k,
         seed: args.seed,
     };
+    opts.validate()?; // before starting the client: a typo fails at once
+    let client = args.device.client()?;
     let (text, rate) = crate::generate::from_run(&client, &args.run, &args.prompt, &opts)?;
-    println!("{}{}", args.prompt, text);
+    println!("{}{}", args.prompt, crate::generate::printable(&text));
     eprintln!(
         "rxla: {} tokens at {rate:.0} tokens/s (recomputing the full window per token)",
         args.max_tokens

@@ -469,6 +469,9 @@ pub fn train_step(
         }
     }
     let (mut micro, meta) = micro_step(model, batch / k, pipe)?;
+    if let Some(plan) = &passes.parallel {
+        plan.check_tensor_splits(&meta.params)?;
+    }
     let mut report = PassReport {
         grad_accum: k,
         ..Default::default()
