@@ -95,8 +95,58 @@ pub struct TrainConfig {
 impl TrainConfig {
     pub fn load(path: &Path, sets: &[String]) -> Result<TrainConfig> {
         let table = load_table(path, sets)?;
-        parse_section(toml::Value::Table(table), "")
-            .with_context(|| format!("in config {}", path.display()))
+        let cfg: TrainConfig = parse_section(toml::Value::Table(table), "")
+            .with_context(|| format!("in config {}", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("in config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Values out of range, checked before a run touches its directory; each error names
+    /// the key. (The model's and the dataset's own keys are checked by them.)
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        for (key, v) in [
+            ("train.batch_size", t.batch_size),
+            ("train.log_every", t.log_every),
+            ("train.keep_checkpoints", t.keep_checkpoints),
+            ("train.max_skips_in_a_row", t.max_skips_in_a_row),
+            ("train.eval_batch_size", t.eval_batch_size.unwrap_or(1)),
+        ] {
+            if v == 0 {
+                bail!("config key `{key}` must be at least 1");
+            }
+        }
+        if let Some(p) = t.peak_flops {
+            if !(p.is_finite() && p > 0.0) {
+                bail!("config key `train.peak_flops` must be a positive number of FLOP/s, got {p}");
+            }
+        }
+        if let Some(es) = &t.early_stopping {
+            if es.patience == 0 {
+                bail!("config key `train.early_stopping.patience` must be at least 1");
+            }
+            if t.eval_every == 0 {
+                bail!(
+                    "`train.early_stopping` watches evaluations: set `train.eval_every` to \
+                     evaluate during the run"
+                );
+            }
+        }
+        if self.data.max_eval_windows == Some(0) {
+            bail!("config key `data.max_eval_windows` must be at least 1 (leave it out for all)");
+        }
+        let vf = self.data.val_fraction;
+        if !(0.0..1.0).contains(&vf) {
+            bail!("config key `data.val_fraction` must be in [0, 1), got {vf}");
+        }
+        self.passes()?;
+        train::optim::Optimizer {
+            opt: self.optimizer.clone(),
+            schedule: self.schedule.clone(),
+            total_steps: 1,
+        }
+        .validate()
     }
 
     /// The model kind (`[model] kind = "cnn"`).

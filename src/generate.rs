@@ -196,6 +196,13 @@ pub fn continue_text(
     if let Some(bad) = ids.iter().find(|&&i| i as usize >= sampler.vocab()) {
         bail!("prompt token {bad} is outside the model's vocabulary");
     }
+    if ids.len() > sampler.seq_len {
+        bail!(
+            "--prompt is {} tokens but the model reads at most {} (model.seq_len): shorten it",
+            ids.len(),
+            sampler.seq_len
+        );
+    }
     let (new, rate) = sampler.sample(&ids, opts)?;
     Ok((tok.decode(&new)?, rate))
 }
@@ -219,7 +226,12 @@ pub fn from_run(
             run.display()
         )
     })?;
-    let ckpt = train::checkpoint::load(&dir)?;
+    let ckpt = train::checkpoint::load(&dir).with_context(|| {
+        format!(
+            "the newest checkpoint {} cannot be loaded; move it away to sample from an older one",
+            dir.display()
+        )
+    })?;
     let cfg: crate::config::TrainConfig = serde_json::from_value(ckpt.state.config.clone())
         .with_context(|| format!("reading the config stored in {}", dir.display()))?;
     if cfg.model_kind()? != "gpt" {

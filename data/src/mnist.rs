@@ -8,7 +8,8 @@ use crate::datasets::ImageSet;
 
 /// Loads the `train` (60,000) or `test` (10,000) split, pixels scaled to [0, 1].
 pub fn load(split: &str) -> Result<ImageSet> {
-    let dir = crate::datasets::fetch("mnist")?.join("package/data");
+    let pkg = crate::datasets::fetch("mnist")?;
+    let dir = pkg.join("package/data");
     let prefix = match split {
         "train" => "train",
         "test" => "t10k",
@@ -18,6 +19,12 @@ pub fn load(split: &str) -> Result<ImageSet> {
         &dir.join(format!("{prefix}-images-idx3-ubyte")),
         &dir.join(format!("{prefix}-labels-idx1-ubyte")),
     )
+    .with_context(|| {
+        format!(
+            "the cached MNIST package is damaged: delete {} and it is fetched again",
+            pkg.display()
+        )
+    })
 }
 
 pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<ImageSet> {

@@ -225,7 +225,13 @@ impl CheckpointPolicy {
         let Some((_, dir)) = resume_point(&self.root, self.resume)? else {
             return Ok(None);
         };
-        let c = crate::checkpoint::load(&dir)?;
+        let c = crate::checkpoint::load(&dir).with_context(|| {
+            format!(
+                "the newest checkpoint {} cannot be loaded; move it away to resume from an \
+                 older one",
+                dir.display()
+            )
+        })?;
         check_same_run(&c.state.config, &self.config)
             .with_context(|| format!("cannot resume from {}", c.dir.display()))?;
         Ok(Some(c))
