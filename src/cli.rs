@@ -285,6 +285,8 @@ fn train(args: &TrainArgs) -> Result<()> {
         keep_checkpoints: cfg.train.keep_checkpoints,
         resume,
         on_nonfinite: cfg.train.nonfinite()?,
+        skip_failed_checkpoints: cfg.train.on_checkpoint_error
+            == crate::config::OnCheckpointError::Skip,
         interrupt: Some(interrupt),
         extra_files: if tokenizer.is_file() {
             vec![(

@@ -248,6 +248,18 @@ pub struct TrainSection {
     /// With `on_nonfinite = "skip"`: fail after this many skipped steps in a row.
     #[serde(default = "default_max_skips")]
     pub max_skips_in_a_row: usize,
+    /// A checkpoint that cannot be written (a full disk): "stop" (fail; the previous
+    /// checkpoint stays the newest) or "skip" (warn and train on).
+    #[serde(default)]
+    pub on_checkpoint_error: OnCheckpointError,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCheckpointError {
+    #[default]
+    Stop,
+    Skip,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

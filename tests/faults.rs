@@ -7,7 +7,7 @@ mod common;
 use common::{err, metric_rows, ok, tmp_dir, train};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A tiny MLP on MNIST: a restart costs ~2 s (plugin, data, compile), a step well under 1 ms,
@@ -450,5 +450,86 @@ fn nonfinite_loss_stops_or_skips() {
             && sorted(one.optimizer) == sorted(three.optimizer),
         "a skipped step changed the weights or the optimizer state"
     );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// `rxla train` with every file capped at `max_bytes` (RLIMIT_FSIZE, with SIGXFSZ ignored so
+/// a write past it fails with EFBIG instead of killing): an injected full disk that needs no
+/// privileges. The cap lets the parameters file through and stops the optimizer file.
+fn train_on_a_full_disk(cfg: &Path, out: &Path, extra: &[&str], max_bytes: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rxla"));
+    cmd.args(["train", "--config", cfg.to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap()])
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: max_bytes,
+                rlim_max: max_bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("run rxla")
+}
+
+/// A checkpoint write that fails (full disk) stops the run with an error naming the
+/// checkpoint still the newest, or with `train.on_checkpoint_error = "skip"` warns and trains
+/// on; the previous checkpoint stays intact and the run resumes from it exactly.
+#[test]
+fn full_disk_during_a_checkpoint_keeps_the_previous_one() {
+    let root = tmp_dir("faults-disk");
+    let cfg = write_config(
+        &root,
+        &long_run(24).replace("checkpoint_every = 0", "checkpoint_every = 8"),
+    );
+    let (run, skipped, reference) = (root.join("run"), root.join("skipped"), root.join("ref"));
+    let auto = ["--resume", "auto"];
+    // All three stop at step 8 first (its line has the end-of-run evaluation), then go on.
+    for dir in [&reference, &run, &skipped] {
+        ok(&train(&cfg, dir, &["--set", "train.steps=8"]));
+    }
+    ok(&train(&cfg, &reference, &auto));
+    const CAP: u64 = 150_000; // params ~102 KB pass, optimizer state ~204 KB does not
+    let e = err(&train_on_a_full_disk(&cfg, &run, &auto, CAP));
+    assert!(
+        e.contains("writing the checkpoint of step 16 failed (is the disk full?)")
+            && e.contains("step-00000008 stays the newest checkpoint")
+            && e.contains("File too large"),
+        "{e}"
+    );
+    assert_eq!(
+        assert_checkpoints_verify(&run),
+        1,
+        "only step 8's checkpoint"
+    );
+    ok(&train(&cfg, &run, &auto));
+    assert_whole_lines(&run, 24);
+    assert_eq!(deterministic_rows(&reference), deterministic_rows(&run));
+
+    let skip = [
+        "--resume",
+        "auto",
+        "--set",
+        "train.on_checkpoint_error=skip",
+    ];
+    let o = train_on_a_full_disk(&cfg, &skipped, &skip, CAP);
+    ok(&o);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("warning: writing the checkpoint of step 16 failed")
+            && e.contains("warning: writing the checkpoint of step 24 failed")
+            && e.contains("training goes on"),
+        "{e}"
+    );
+    assert_eq!(assert_checkpoints_verify(&skipped), 1);
+    assert_eq!(deterministic_rows(&reference), deterministic_rows(&skipped));
     std::fs::remove_dir_all(&root).unwrap();
 }

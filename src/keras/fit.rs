@@ -162,6 +162,7 @@ pub fn fit_loop(
             } else {
                 Resume::Never
             },
+            skip_failed_writes: false,
         });
     } else if opts.resume {
         bail!("resume needs a checkpoint_dir to resume from");

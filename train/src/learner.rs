@@ -147,6 +147,8 @@ pub struct CheckpointPolicy {
     /// Files saved with each checkpoint (name, path), e.g. the tokenizer.
     pub extra_files: Vec<(String, PathBuf)>,
     pub resume: Resume,
+    /// A checkpoint that cannot be written (full disk): stop, or warn and train on.
+    pub skip_failed_writes: bool,
 }
 
 /// Whether a run continues from the newest complete checkpoint of its directory.
@@ -219,6 +221,17 @@ pub enum NonFinite {
 }
 
 impl CheckpointPolicy {
+    /// A failed checkpoint write, saying which checkpoint is still the newest.
+    fn failed(&self, e: anyhow::Error, step: usize) -> anyhow::Error {
+        let newest = match crate::checkpoint::latest(&self.root) {
+            Ok(Some(d)) => format!("{} stays the newest checkpoint", d.display()),
+            _ => "there is no earlier checkpoint".to_string(),
+        };
+        e.context(format!(
+            "writing the checkpoint of step {step} failed (is the disk full?); {newest}"
+        ))
+    }
+
     /// The checkpoint `resume` asks for (none with [`Resume::Auto`] in a fresh directory),
     /// checked to continue this run's config.
     pub fn to_resume(&self) -> Result<Option<Checkpoint>> {
@@ -393,7 +406,7 @@ impl<'a> Learner<'a> {
                 if sig != 0 {
                     if let Some(cp) = &self.checkpoint {
                         if step > start && saved_at != Some(step) {
-                            save_checkpoint(cx.model, cp, step)?;
+                            save_checkpoint(cx.model, cp, step).map_err(|e| cp.failed(e, step))?;
                         }
                     }
                     history.interrupted_by = Some(sig);
@@ -509,8 +522,15 @@ impl<'a> Learner<'a> {
             }
             if let Some(cp) = &self.checkpoint {
                 if step == self.steps || (cp.every > 0 && step.is_multiple_of(cp.every)) {
-                    save_checkpoint(cx.model, cp, step)?;
-                    saved_at = Some(step);
+                    match save_checkpoint(cx.model, cp, step) {
+                        Ok(()) => saved_at = Some(step),
+                        Err(e) if cp.skip_failed_writes => say(&format!(
+                            "rxla: warning: {:#}; training goes on (train.on_checkpoint_error = \
+                             \"skip\")",
+                            cp.failed(e, step)
+                        )),
+                        Err(e) => return Err(cp.failed(e, step)),
+                    }
                 }
             }
             let epoch_done = step.is_multiple_of(spe) || step == self.steps;
@@ -721,6 +741,8 @@ pub struct RunSpec<'a> {
     /// Whether to continue from the newest complete checkpoint in `out/checkpoints`.
     pub resume: Resume,
     pub on_nonfinite: NonFinite,
+    /// Warn and train on when a checkpoint cannot be written (else stop).
+    pub skip_failed_checkpoints: bool,
     /// Set to a signal number by the caller's handler: checkpoint and stop.
     pub interrupt: Option<Arc<AtomicUsize>>,
     /// Files saved with each checkpoint (name, path), e.g. the tokenizer.
@@ -759,6 +781,7 @@ pub fn train<'a>(
         config: spec.config_json.clone(),
         extra_files: spec.extra_files.clone(),
         resume: spec.resume,
+        skip_failed_writes: spec.skip_failed_checkpoints,
     };
     // Before config.json is rewritten: a run that cannot continue is left as it was.
     let resume_from = policy.to_resume()?;
