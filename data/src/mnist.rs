@@ -68,7 +68,10 @@ pub fn parse_idx(bytes: &[u8]) -> Result<(Vec<usize>, &[u8])> {
     let dims: Vec<usize> = (0..rank)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| anyhow::anyhow!("IDX dims {dims:?} are too large"))?;
     let data = &bytes[header..];
     if data.len() != n {
         bail!(
