@@ -533,3 +533,79 @@ fn full_disk_during_a_checkpoint_keeps_the_previous_one() {
     assert_eq!(deterministic_rows(&reference), deterministic_rows(&skipped));
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// The cache on first use: a fetch killed midway leaves only a temp dir (never used, removed
+/// by the next fetch), and three processes starting at once on an empty cache fetch the
+/// package once (the others wait) and train on the same bytes. The plugin comes from the
+/// real cache (`RXLA_PJRT_PLUGIN`), so only the corpus is fetched.
+#[test]
+fn cache_survives_a_killed_fetch_and_concurrent_first_use() {
+    let root = tmp_dir("faults-cache");
+    let cfg = write_config(
+        &root,
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/files/gpt.toml"),
+        )
+        .unwrap(),
+    );
+    let plugin = runtime::provision::plugin_path(runtime::provision::Backend::Cpu).unwrap();
+    let cache = root.join("cache");
+    let packages = cache.join("packages");
+    let spawn = |out: &Path, log: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_rxla"))
+            .args(["train", "--config", cfg.to_str().unwrap()])
+            .args(["--out", out.to_str().unwrap()])
+            .env("RXLA_CACHE_DIR", &cache)
+            .env("RXLA_PJRT_PLUGIN", &plugin)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let partial = || {
+        std::fs::read_dir(&packages)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            })
+            .unwrap_or(false)
+    };
+    let mut killed = spawn(&root.join("killed"), &root.join("killed.log"));
+    assert!(
+        wait_until(&mut killed, partial),
+        "the fetch finished before it could be killed"
+    );
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(partial(), "the killed fetch left its temp dir");
+
+    let mut runs: Vec<(PathBuf, PathBuf, Child)> = (0..3)
+        .map(|i| {
+            let (out, log) = (
+                root.join(format!("run{i}")),
+                root.join(format!("run{i}.log")),
+            );
+            let child = spawn(&out, &log);
+            (out, log, child)
+        })
+        .collect();
+    let mut fetched = 0;
+    for (_, log, child) in &mut runs {
+        let status = wait_exit(child);
+        let text = std::fs::read_to_string(&*log).unwrap();
+        assert!(status.success(), "{text}");
+        fetched += text.matches("rxla: fetching").count();
+    }
+    assert_eq!(fetched, 1, "one process fetched, the others waited for it");
+    assert!(!partial(), "the killed fetch's temp dir was removed");
+    let rows: Vec<_> = runs
+        .iter()
+        .map(|(out, ..)| deterministic_rows(out))
+        .collect();
+    assert!(
+        rows.windows(2).all(|w| w[0] == w[1]),
+        "same corpus, same run"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}

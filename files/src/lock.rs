@@ -76,6 +76,28 @@ impl Drop for DirLock {
     }
 }
 
+/// Locks `path` (created if missing) exclusively, waiting while another process holds it
+/// (a line on stderr says for what). The lock lasts as long as the returned file is open.
+pub fn wait_for_lock(path: &Path, holder: &str) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(TryLockError::WouldBlock) => eprintln!("rxla: waiting for {holder}"),
+        Err(TryLockError::Error(e)) => {
+            return Err(Error::io(format!("locking {}", path.display()), e))
+        }
+    }
+    file.lock()
+        .map_err(|e| Error::io(format!("locking {}", path.display()), e))?;
+    Ok(file)
+}
+
 fn read_pid(file: &mut File) -> Option<u32> {
     let mut text = String::new();
     file.rewind().ok()?;
@@ -110,6 +132,29 @@ mod tests {
         let text = std::fs::read_to_string(c.path()).unwrap();
         assert_eq!(text.trim(), std::process::id().to_string());
         drop(c);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn waiting_lock_waits_for_the_holder() {
+        let dir = std::env::temp_dir().join(format!("rxla-wait-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("pkg.lock");
+        let held = wait_for_lock(&p, "test").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p2 = p.clone();
+        let waiter = std::thread::spawn(move || {
+            let _l = wait_for_lock(&p2, "the holder").unwrap();
+            tx.send(()).unwrap();
+        });
+        // Still held: the waiter cannot have the lock yet.
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the waiter gets the lock once it is released");
+        waiter.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
