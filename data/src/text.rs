@@ -458,7 +458,13 @@ fn tokenizer_for(spec: TokenizerSpec, train_text: &str, path: &Path) -> Result<T
         t.save(path)?;
         return Ok(t);
     }
-    let t = Tokenizer::load(path)?;
+    let t = Tokenizer::load(path).with_context(|| {
+        format!(
+            "{} is damaged: delete it and it is trained again from the corpus (or copy the one \
+             in the newest checkpoint)",
+            path.display()
+        )
+    })?;
     let fits = match (spec, &t) {
         (TokenizerSpec::Bytes, Tokenizer::Bytes) => true,
         (TokenizerSpec::Bpe { vocab_size }, Tokenizer::Bpe(_)) => {
