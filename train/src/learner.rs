@@ -984,15 +984,18 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
     Ok(())
 }
 
-/// Removes what checkpoint writes cut short by a crash left behind (`.tmp-*` directories
-/// under `root`). Only for a caller that holds the run directory's lock: another writer's
-/// temp directory would look the same.
+/// Removes what a crash left behind under `root`: `.tmp-*` directories of checkpoint writes
+/// cut short, and `step-*` directories without `state.json` (the removal of an old
+/// checkpoint cut short: never listed, so never pruned). Only for a caller that holds the
+/// run directory's lock: another writer's temp directory would look the same.
 pub fn remove_partial_checkpoints(root: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(root) else {
         return Ok(());
     };
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let half_removed = name.starts_with("step-") && !e.path().join("state.json").is_file();
+        if name.starts_with(".tmp-") || half_removed {
             let p = e.path();
             let r = if p.is_dir() {
                 std::fs::remove_dir_all(&p)
@@ -1075,11 +1078,15 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("state.json"), "{}").unwrap();
         std::fs::create_dir_all(root.join(".tmp-step-00000009-1")).unwrap();
+        let half_removed = root.join("step-00000003");
+        std::fs::create_dir_all(&half_removed).unwrap();
+        std::fs::write(half_removed.join("params.safetensors"), "x").unwrap();
         let p = resume_point(&root, Resume::Auto).unwrap();
         assert_eq!(p, Some((7, d.clone())));
         assert!(start_line(&root, Resume::Auto, p.as_ref()).contains("resuming from"));
         remove_partial_checkpoints(&root).unwrap();
         assert!(!root.join(".tmp-step-00000009-1").exists());
+        assert!(!half_removed.exists());
         assert!(d.exists());
         assert_eq!("auto".parse::<Resume>().unwrap(), Resume::Auto);
         assert!("sometimes".parse::<Resume>().is_err());
