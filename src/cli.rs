@@ -1,6 +1,8 @@
 //! The `rxla` command line.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -8,7 +10,7 @@ use runtime::provision::{self, Backend, ClientRequest};
 
 use crate::config::TrainConfig;
 use crate::registry;
-use train::learner::RunSpec;
+use train::learner::{Resume, RunSpec};
 use train::optim::Optimizer;
 
 #[derive(Parser, Debug)]
@@ -66,13 +68,13 @@ pub struct GenerateArgs {
     pub run: PathBuf,
     #[arg(long, default_value = "Call me Ishmael.")]
     pub prompt: String,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
     pub max_tokens: usize,
     /// Softmax temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     pub temperature: f64,
     /// Sample among the k most likely tokens.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_k: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -126,9 +128,10 @@ pub struct TrainArgs {
     /// Output directory (default: runs/<config name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue from the newest complete checkpoint in the output directory.
-    #[arg(long)]
-    pub resume: bool,
+    /// Continue from the newest complete checkpoint in the output directory; `--resume auto`
+    /// starts fresh when there is none (one restart command for schedulers).
+    #[arg(long, num_args = 0..=1, default_missing_value = "latest", value_name = "auto")]
+    pub resume: Option<Resume>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -285,6 +288,21 @@ fn optimizer(cfg: &TrainConfig, steps: usize) -> Result<Optimizer> {
     Ok(o)
 }
 
+/// SIGTERM and SIGINT set the returned flag to the signal's number (the loop then
+/// checkpoints and stops); a second one exits at once.
+fn stop_on_signals() -> Result<Arc<AtomicUsize>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let which = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT] {
+        // Registration order is call order: the shutdown checks the flag before it is set.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, armed.clone())?;
+        signal_hook::flag::register(sig, armed.clone())?;
+        signal_hook::flag::register_usize(sig, which.clone(), sig as usize)?;
+    }
+    Ok(which)
+}
+
 fn train(args: &TrainArgs) -> Result<()> {
     let mut cfg = load_config(&args.config)?;
     let out = args
@@ -292,9 +310,29 @@ fn train(args: &TrainArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| train::learner::default_out(&args.config.config));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    if cfg.train.batch_size == 0 {
-        bail!("config key `train.batch_size` must be at least 1");
+    // First, before anything is written there: one process per run directory.
+    let lock = files::DirLock::acquire(&out).map_err(|e| match e {
+        files::Error::Locked { pid, .. } => anyhow::anyhow!(
+            "another rxla process (pid {}) is training in {}: wait for it, stop it (kill -TERM \
+             checkpoints and exits), or choose another --out",
+            pid.map_or("unknown".into(), |p| p.to_string()),
+            out.display()
+        ),
+        e => anyhow::Error::new(e).context(format!("locking {}", out.display())),
+    })?;
+    let resume = args.resume.unwrap_or(cfg.train.resume);
+    let point = train::learner::resume_point(&out.join("checkpoints"), resume)?;
+    eprintln!(
+        "{}",
+        train::learner::start_line(&out, resume, point.as_ref())
+    );
+    if let Some(pid) = lock.took_over_from {
+        eprintln!(
+            "rxla: took over the lock of {} left by pid {pid}, which is gone",
+            out.display()
+        );
     }
+    let interrupt = stop_on_signals()?;
     let mut data = registry::data(&mut cfg, &out)?;
     let model = registry::model(&cfg)?;
     let steps = total_steps(&cfg, data.steps_per_epoch())?;
@@ -313,7 +351,11 @@ fn train(args: &TrainArgs) -> Result<()> {
         config_json: serde_json::to_value(&cfg)?,
         checkpoint_every: cfg.train.checkpoint_every,
         keep_checkpoints: cfg.train.keep_checkpoints,
-        resume: args.resume,
+        resume,
+        on_nonfinite: cfg.train.nonfinite()?,
+        skip_failed_checkpoints: cfg.train.on_checkpoint_error
+            == crate::config::OnCheckpointError::Skip,
+        interrupt: Some(interrupt),
         extra_files: if tokenizer.is_file() {
             vec![(
                 data::tokenizer::TOKENIZER_FILE.to_string(),
@@ -327,15 +369,6 @@ fn train(args: &TrainArgs) -> Result<()> {
     };
     let mut callbacks: Vec<Box<dyn train::learner::Callback>> = Vec::new();
     if let Some(es) = &cfg.train.early_stopping {
-        if es.patience == 0 {
-            bail!("config key `train.early_stopping.patience` must be at least 1");
-        }
-        if cfg.train.eval_every == 0 {
-            bail!(
-                "`train.early_stopping` watches evaluations: set `train.eval_every` to evaluate \
-                 during the run"
-            );
-        }
         callbacks.push(Box::new(
             train::callbacks::EarlyStopping::new(&es.monitor, es.patience)
                 .min_delta(es.min_delta)
@@ -348,6 +381,16 @@ fn train(args: &TrainArgs) -> Result<()> {
         )));
     }
     let summary = train::learner::train(&client, &spec, data.as_mut(), callbacks)?;
+    if let Some(sig) = summary.get("stopped_by_signal").and_then(|v| v.as_u64()) {
+        let name = signal_hook::low_level::signal_name(sig as i32).unwrap_or("a signal");
+        eprintln!(
+            "rxla: stopped by {name} at step {}; checkpoint saved in {}. Run the same command \
+             with --resume auto to continue",
+            summary["steps"],
+            out.join("checkpoints").display()
+        );
+        return Ok(());
+    }
     if let Some(bpb) = summary.get("eval_bits_per_byte").and_then(|v| v.as_f64()) {
         eprintln!("rxla: validation bits per byte {bpb:.4}");
     }
@@ -359,8 +402,14 @@ fn train(args: &TrainArgs) -> Result<()> {
             top_k: None,
             seed: cfg.seed,
         };
-        let (text, _) = crate::generate::from_run(&client, &out, prompt, &opts)?;
-        eprintln!("rxla: sample:\n{prompt}{text}\n");
+        // A nicety after training: a prompt longer than the model's window is no failure.
+        match crate::generate::from_run(&client, &out, prompt, &opts) {
+            Ok((text, _)) => {
+                let text = crate::generate::printable(&text);
+                eprintln!("rxla: sample:\n{prompt}{text}\n");
+            }
+            Err(e) => eprintln!("rxla: no sample: {e:#}"),
+        }
     }
     println!("{}", serde_json::to_string(&summary)?);
     eprintln!("rxla: wrote {}", out.join("summary.json").display());
@@ -444,15 +493,16 @@ fn summary_cmd(args: &SummaryArgs) -> Result<()> {
 }
 
 fn generate_cmd(args: &GenerateArgs) -> Result<()> {
-    let client = args.device.client()?;
     let opts = crate::generate::SampleOptions {
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         top_k: args.top_k,
         seed: args.seed,
     };
+    opts.validate()?; // before starting the client: a typo fails at once
+    let client = args.device.client()?;
     let (text, rate) = crate::generate::from_run(&client, &args.run, &args.prompt, &opts)?;
-    println!("{}{}", args.prompt, text);
+    println!("{}{}", args.prompt, crate::generate::printable(&text));
     eprintln!(
         "rxla: {} tokens at {rate:.0} tokens/s (recomputing the full window per token)",
         args.max_tokens

@@ -95,8 +95,58 @@ pub struct TrainConfig {
 impl TrainConfig {
     pub fn load(path: &Path, sets: &[String]) -> Result<TrainConfig> {
         let table = load_table(path, sets)?;
-        parse_section(toml::Value::Table(table), "")
-            .with_context(|| format!("in config {}", path.display()))
+        let cfg: TrainConfig = parse_section(toml::Value::Table(table), "")
+            .with_context(|| format!("in config {}", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("in config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Values out of range, checked before a run touches its directory; each error names
+    /// the key. (The model's and the dataset's own keys are checked by them.)
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        for (key, v) in [
+            ("train.batch_size", t.batch_size),
+            ("train.log_every", t.log_every),
+            ("train.keep_checkpoints", t.keep_checkpoints),
+            ("train.max_skips_in_a_row", t.max_skips_in_a_row),
+            ("train.eval_batch_size", t.eval_batch_size.unwrap_or(1)),
+        ] {
+            if v == 0 {
+                bail!("config key `{key}` must be at least 1");
+            }
+        }
+        if let Some(p) = t.peak_flops {
+            if !(p.is_finite() && p > 0.0) {
+                bail!("config key `train.peak_flops` must be a positive number of FLOP/s, got {p}");
+            }
+        }
+        if let Some(es) = &t.early_stopping {
+            if es.patience == 0 {
+                bail!("config key `train.early_stopping.patience` must be at least 1");
+            }
+            if t.eval_every == 0 {
+                bail!(
+                    "`train.early_stopping` watches evaluations: set `train.eval_every` to \
+                     evaluate during the run"
+                );
+            }
+        }
+        if self.data.max_eval_windows == Some(0) {
+            bail!("config key `data.max_eval_windows` must be at least 1 (leave it out for all)");
+        }
+        let vf = self.data.val_fraction;
+        if !(0.0..1.0).contains(&vf) {
+            bail!("config key `data.val_fraction` must be in [0, 1), got {vf}");
+        }
+        self.passes()?;
+        train::optim::Optimizer {
+            opt: self.optimizer.clone(),
+            schedule: self.schedule.clone(),
+            total_steps: 1,
+        }
+        .validate()
     }
 
     /// The model kind (`[model] kind = "cnn"`).
@@ -187,6 +237,41 @@ pub struct TrainSection {
     /// Write every logged record as TensorBoard scalars under `<out>/tensorboard`.
     #[serde(default)]
     pub tensorboard: bool,
+    /// "never", "latest" (the newest checkpoint must exist) or "auto" (resume if there is a
+    /// checkpoint, else start fresh); `--resume [auto]` overrides it.
+    #[serde(default)]
+    pub resume: train::learner::Resume,
+    /// A NaN/Inf loss or gradient norm: "stop" (fail naming the step) or "skip" (drop that
+    /// update inside the compiled step and go on).
+    #[serde(default)]
+    pub on_nonfinite: OnNonfinite,
+    /// With `on_nonfinite = "skip"`: fail after this many skipped steps in a row.
+    #[serde(default = "default_max_skips")]
+    pub max_skips_in_a_row: usize,
+    /// A checkpoint that cannot be written (a full disk): "stop" (fail; the previous
+    /// checkpoint stays the newest) or "skip" (warn and train on).
+    #[serde(default)]
+    pub on_checkpoint_error: OnCheckpointError,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCheckpointError {
+    #[default]
+    Stop,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNonfinite {
+    #[default]
+    Stop,
+    Skip,
+}
+
+fn default_max_skips() -> usize {
+    5
 }
 
 /// `[train.early_stopping]`: stop after `patience` evaluations without improvement.
@@ -226,6 +311,22 @@ impl TrainSection {
             remat: self.remat.parse()?,
             grad_accum: self.grad_accum,
             parallel: None,
+            skip_nonfinite: self.on_nonfinite == OnNonfinite::Skip,
+        })
+    }
+
+    /// What the training loop does with a non-finite step.
+    pub fn nonfinite(&self) -> Result<train::learner::NonFinite> {
+        Ok(match self.on_nonfinite {
+            OnNonfinite::Stop => train::learner::NonFinite::Stop,
+            OnNonfinite::Skip => {
+                if self.max_skips_in_a_row == 0 {
+                    bail!("config key `train.max_skips_in_a_row` must be at least 1");
+                }
+                train::learner::NonFinite::Skip {
+                    max_in_a_row: self.max_skips_in_a_row,
+                }
+            }
         })
     }
 }

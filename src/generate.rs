@@ -23,6 +23,37 @@ pub struct SampleOptions {
     pub seed: u64,
 }
 
+impl SampleOptions {
+    /// Options that would sample nonsense (or nothing) are errors naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            bail!(
+                "--temperature {}: use a finite number >= 0 (0 = greedy, 1 = the model's \
+                 distribution)",
+                self.temperature
+            );
+        }
+        if self.top_k == Some(0) {
+            bail!("--top-k 0 keeps no token: use 1 or more (1 = greedy), or leave it out");
+        }
+        Ok(())
+    }
+}
+
+/// `text` safe for a terminal: control characters other than newline and tab (escape
+/// sequences a young model emits as bytes) become U+FFFD, as invalid UTF-8 already has.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// A compiled next-token program with its parameters on device.
 pub struct Sampler {
     client: Client,
@@ -165,6 +196,13 @@ pub fn continue_text(
     if let Some(bad) = ids.iter().find(|&&i| i as usize >= sampler.vocab()) {
         bail!("prompt token {bad} is outside the model's vocabulary");
     }
+    if ids.len() > sampler.seq_len {
+        bail!(
+            "--prompt is {} tokens but the model reads at most {} (model.seq_len): shorten it",
+            ids.len(),
+            sampler.seq_len
+        );
+    }
     let (new, rate) = sampler.sample(&ids, opts)?;
     Ok((tok.decode(&new)?, rate))
 }
@@ -176,6 +214,10 @@ pub fn from_run(
     prompt: &str,
     opts: &SampleOptions,
 ) -> Result<(String, f64)> {
+    opts.validate()?;
+    if prompt.is_empty() {
+        bail!("--prompt is empty: give the text to continue");
+    }
     let root = run.join("checkpoints");
     let dir = train::checkpoint::latest(&root)?.with_context(|| {
         format!(
@@ -184,7 +226,12 @@ pub fn from_run(
             run.display()
         )
     })?;
-    let ckpt = train::checkpoint::load(&dir)?;
+    let ckpt = train::checkpoint::load(&dir).with_context(|| {
+        format!(
+            "the newest checkpoint {} cannot be loaded; move it away to sample from an older one",
+            dir.display()
+        )
+    })?;
     let cfg: crate::config::TrainConfig = serde_json::from_value(ckpt.state.config.clone())
         .with_context(|| format!("reading the config stored in {}", dir.display()))?;
     if cfg.model_kind()? != "gpt" {
@@ -226,5 +273,38 @@ mod tests {
             let i = pick(&logits, &top2, &mut rng);
             assert!(i == 1 || i == 3);
         }
+    }
+
+    #[test]
+    fn bad_options_are_named_and_samples_are_printable() {
+        let o = SampleOptions {
+            max_tokens: 1,
+            temperature: f64::NAN,
+            top_k: None,
+            seed: 0,
+        };
+        let e = o.validate().unwrap_err().to_string();
+        assert!(e.contains("--temperature NaN"), "{e}");
+        let e = SampleOptions {
+            temperature: -1.0,
+            ..o.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--temperature -1"), "{e}");
+        let e = SampleOptions {
+            temperature: 1.0,
+            top_k: Some(0),
+            ..o.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--top-k 0"), "{e}");
+        let bytes = data::tokenizer::Tokenizer::Bytes
+            .decode(&[0x6f, 0xff, 0x1b, 0x5b, 0x32, 0x4a, 0x0a])
+            .unwrap();
+        assert_eq!(printable(&bytes), "o\u{FFFD}\u{FFFD}[2J\n");
     }
 }

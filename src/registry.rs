@@ -14,7 +14,11 @@ pub const MODELS: &[&str] = &["mlp", "cnn", "gpt"];
 /// The model a config names, with its own keys parsed.
 pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
     Ok(match cfg.model_kind()? {
-        "mlp" => Box::new(models::mlp::Mlp(cfg.model_config()?)),
+        "mlp" => {
+            let m = models::mlp::Mlp(cfg.model_config()?);
+            m.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+            Box::new(m)
+        }
         "cnn" => Box::new(models::cnn::Cnn(cfg.model_config()?)),
         "gpt" => {
             let m = models::gpt::Gpt(cfg.model_config()?);
@@ -74,6 +78,14 @@ pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
         "mnist" => {
             let train = data::mnist::load("train").context("loading MNIST")?;
             let test = data::mnist::load("test").context("loading MNIST")?;
+            if cfg.train.batch_size > train.n {
+                bail!(
+                    "config key `train.batch_size` ({}) is larger than MNIST's training set \
+                     ({} images)",
+                    cfg.train.batch_size,
+                    train.n
+                );
+            }
             Ok(Box::new(data::images::ImageClassification::new(
                 train,
                 test,

@@ -386,3 +386,32 @@ fn pipeline_from_the_cli_resumes_on_one_device() {
     assert!(e.contains("multiple of parallel.microbatches (3)"), "{e}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// Tensor parallelism that cannot split what it should (3 ways over 4 heads, vocab 64, MLP
+/// 128) is an error naming the dims, unless `parallel.allow_unsplit`; a size that divides
+/// them all passes the check.
+#[test]
+fn tensor_size_that_divides_no_head_is_an_error() {
+    let build = |tensor: usize, allow_unsplit: bool| {
+        let passes = Passes {
+            parallel: Plan::from_config(&ParallelConfig {
+                tensor,
+                allow_unsplit,
+                ..Default::default()
+            })
+            .unwrap(),
+            ..Default::default()
+        };
+        train::step::train_step(&gpt(), &optimizer(), B, &passes, None)
+    };
+    let e = format!("{:#}", build(3, false).unwrap_err());
+    assert!(
+        e.contains("parallel.tensor = 3 cannot split")
+            && e.contains("`h0.attn.qkv.w` dim 2 (heads = 4)")
+            && e.contains("`wte` dim 0 (vocab = 64)")
+            && e.contains("parallel.allow_unsplit"),
+        "{e}"
+    );
+    build(3, true).unwrap();
+    build(2, false).unwrap();
+}

@@ -282,3 +282,77 @@ fn full_remat_halves_gpt_small_bench_temp_memory() {
     let (none, full) = (temp(Remat::None), temp(Remat::Full));
     assert!(full * 2 <= none, "full {full} vs none {none}");
 }
+
+/// `Passes::skip_nonfinite`: a batch that makes the loss NaN leaves parameters and optimizer
+/// state exactly as they were, and the next clean batch trains on; without it the NaN
+/// reaches the weights.
+#[test]
+fn skip_nonfinite_drops_the_update_of_a_nan_batch() {
+    use models::mlp::{Mlp, MlpConfig};
+    let client = runtime::provision::cpu_client(1).unwrap();
+    let model = Mlp(MlpConfig {
+        hidden: vec![8],
+        input_shape: vec![4],
+        classes: 3,
+    });
+    let opt = optimizer(OptimizerKind::Adam, 0.01);
+    let batch = |step: usize, poison: bool| {
+        let mut x: Vec<f32> = (0..16)
+            .map(|i| ((i * 7 + step * 3) % 11) as f32 / 11.0)
+            .collect();
+        if poison {
+            x[5] = f32::NAN;
+        }
+        vec![
+            HostArray::F32 {
+                data: x,
+                dims: vec![4, 4],
+            },
+            HostArray::I32 {
+                data: vec![0, 1, 2, (step % 3) as i32],
+                dims: vec![4],
+            },
+        ]
+    };
+    let host = |st: &TrainState| -> Vec<Vec<f32>> {
+        st.params
+            .iter()
+            .chain(&st.state)
+            .map(|p| p.to_host::<f32>().unwrap())
+            .collect()
+    };
+    for skip in [true, false] {
+        let passes = Passes {
+            skip_nonfinite: skip,
+            ..Default::default()
+        };
+        let (prog, _) = build_train_step(&client, &model, &opt, 4, &passes).unwrap();
+        let c = compile_program(&client, prog).unwrap();
+        let mut st = TrainState::init(&client, &c.prog, 3).unwrap();
+        let (l0, ..) = run_train_step(&client, &c, &mut st, &batch(0, false)).unwrap();
+        assert!(l0.is_finite());
+        let before = host(&st);
+        let (l1, _, gnorm) = run_train_step(&client, &c, &mut st, &batch(1, true)).unwrap();
+        assert!(
+            l1.is_nan() && gnorm.is_nan(),
+            "loss {l1}, grad norm {gnorm}"
+        );
+        let after = host(&st);
+        if !skip {
+            assert!(
+                after.iter().flatten().any(|v| v.is_nan()),
+                "NaN reached no weight"
+            );
+            continue;
+        }
+        let same = before
+            .iter()
+            .flatten()
+            .zip(after.iter().flatten())
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "the NaN step changed parameters or optimizer state");
+        let (l2, ..) = run_train_step(&client, &c, &mut st, &batch(2, false)).unwrap();
+        assert!(l2.is_finite());
+        assert_ne!(host(&st), after, "a clean step after the skip trains");
+    }
+}

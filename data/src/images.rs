@@ -66,6 +66,9 @@ impl DataSource for ImageClassification {
     }
 
     fn eval_batches(&self, batch: usize) -> Result<Vec<(Vec<HostArray>, usize)>> {
+        if batch == 0 {
+            anyhow::bail!("eval batch size must be positive");
+        }
         let n = self.test.n;
         Ok((0..n)
             .step_by(batch)

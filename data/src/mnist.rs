@@ -8,7 +8,8 @@ use crate::datasets::ImageSet;
 
 /// Loads the `train` (60,000) or `test` (10,000) split, pixels scaled to [0, 1].
 pub fn load(split: &str) -> Result<ImageSet> {
-    let dir = crate::datasets::fetch("mnist")?.join("package/data");
+    let pkg = crate::datasets::fetch("mnist")?;
+    let dir = pkg.join("package/data");
     let prefix = match split {
         "train" => "train",
         "test" => "t10k",
@@ -18,6 +19,12 @@ pub fn load(split: &str) -> Result<ImageSet> {
         &dir.join(format!("{prefix}-images-idx3-ubyte")),
         &dir.join(format!("{prefix}-labels-idx1-ubyte")),
     )
+    .with_context(|| {
+        format!(
+            "the cached MNIST package is damaged: delete {} and it is fetched again",
+            pkg.display()
+        )
+    })
 }
 
 pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<ImageSet> {
@@ -61,7 +68,10 @@ pub fn parse_idx(bytes: &[u8]) -> Result<(Vec<usize>, &[u8])> {
     let dims: Vec<usize> = (0..rank)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| anyhow::anyhow!("IDX dims {dims:?} are too large"))?;
     let data = &bytes[header..];
     if data.len() != n {
         bail!(

@@ -72,8 +72,10 @@ pub fn corpus_files(name: &str) -> Result<Vec<PathBuf>> {
             let p = root.join(rel);
             if !p.is_file() {
                 bail!(
-                    "corpus `{name}`: {} is missing from its package",
-                    p.display()
+                    "corpus `{name}`: {} is missing from its package; delete {} and it is \
+                     fetched again",
+                    p.display(),
+                    root.display()
                 );
             }
             Ok(vec![p])
@@ -106,7 +108,14 @@ pub fn corpus_files(name: &str) -> Result<Vec<PathBuf>> {
 /// separated by a blank line. Errors on a file that is not UTF-8.
 pub fn load_corpus(name: &str) -> Result<String> {
     let files = corpus_files(name)?;
-    concat_files(&files).with_context(|| format!("loading corpus `{name}`"))
+    concat_files(&files).with_context(|| {
+        let pkg = crate::datasets::fetch(name)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        format!(
+            "loading corpus `{name}` (a damaged download? delete {pkg} and it is fetched again)"
+        )
+    })
 }
 
 /// Reads UTF-8 files and joins them: each ends in a newline, a blank line between files.
@@ -449,7 +458,13 @@ fn tokenizer_for(spec: TokenizerSpec, train_text: &str, path: &Path) -> Result<T
         t.save(path)?;
         return Ok(t);
     }
-    let t = Tokenizer::load(path)?;
+    let t = Tokenizer::load(path).with_context(|| {
+        format!(
+            "{} is damaged: delete it and it is trained again from the corpus (or copy the one \
+             in the newest checkpoint)",
+            path.display()
+        )
+    })?;
     let fits = match (spec, &t) {
         (TokenizerSpec::Bytes, Tokenizer::Bytes) => true,
         (TokenizerSpec::Bpe { vocab_size }, Tokenizer::Bpe(_)) => {

@@ -12,6 +12,8 @@ pub enum Error {
     },
     #[error("cannot fetch {package}: {reason}")]
     Fetch { package: String, reason: String },
+    #[error("{dir} is in use by another process (pid {}): wait for it to finish or stop it", pid.map_or("unknown".to_string(), |p| p.to_string()))]
+    Locked { dir: String, pid: Option<u32> },
     #[error("encoding JSON for {path}: {source}")]
     Json {
         path: String,

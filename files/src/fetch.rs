@@ -2,8 +2,10 @@
 //!
 //! Packages come through the ordinary clients (`python3 -m pip download`, `npm pack`), are
 //! checked against a pinned sha256 and unpacked into `<cache>/packages/<name>-<version>`.
-//! Unpacking goes to a private temp dir that is renamed into place, so parallel first runs
-//! never see a half-written package.
+//! Unpacking goes to a private temp dir that is renamed into place, so no process ever sees a
+//! half-written package; a fetch holds an OS file lock per package, so parallel first runs
+//! fetch once (the others wait), and a fetcher killed midway leaves a temp dir that the next
+//! holder of the lock removes.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -74,11 +76,16 @@ pub fn ensure_package_in(root: &Path, pkg: &PinnedPackage) -> Result<PathBuf> {
         return Ok(dest);
     }
     let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    std::fs::create_dir_all(root)
+        .map_err(|e| Error::io(format!("creating cache dir {}", root.display()), e))?;
+    let _lock = crate::lock::wait_for_lock(
+        &root.join(format!(".{}.lock", pkg.dir_name())),
+        &format!("another process fetching {}", pkg.spec()),
+    )?;
     if dest.join(COMPLETE).is_file() {
         return Ok(dest);
     }
-    std::fs::create_dir_all(root)
-        .map_err(|e| Error::io(format!("creating cache dir {}", root.display()), e))?;
+    remove_partial_fetches(root, pkg)?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -91,6 +98,22 @@ pub fn ensure_package_in(root: &Path, pkg: &PinnedPackage) -> Result<PathBuf> {
     let result = fetch_into(pkg, &tmp, &dest);
     let _ = std::fs::remove_dir_all(&tmp);
     result.map(|_| dest)
+}
+
+/// Temp dirs of fetches of `pkg` that died (the caller holds the package's lock, so no live
+/// process owns one).
+fn remove_partial_fetches(root: &Path, pkg: &PinnedPackage) -> Result<()> {
+    let prefix = format!(".tmp-{}-", pkg.dir_name());
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            std::fs::remove_dir_all(e.path())
+                .map_err(|err| Error::io(format!("removing {}", e.path().display()), err))?;
+        }
+    }
+    Ok(())
 }
 
 fn fetch_into(pkg: &PinnedPackage, tmp: &Path, dest: &Path) -> Result<()> {

@@ -158,6 +158,9 @@ impl Gpt {
 
     pub fn validate(&self) -> Result<(), String> {
         let c = &self.0;
+        if c.d_model == 0 {
+            return Err("model.d_model must be positive".into());
+        }
         if c.n_heads == 0 || !c.d_model.is_multiple_of(c.n_heads) {
             return Err(format!(
                 "model.d_model ({}) must be a multiple of model.n_heads ({})",

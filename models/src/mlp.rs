@@ -32,6 +32,31 @@ fn default_classes() -> usize {
 
 pub struct Mlp(pub MlpConfig);
 
+impl Mlp {
+    /// Widths and shapes that build no network.
+    pub fn validate(&self) -> Result<(), String> {
+        let c = &self.0;
+        if let Some(i) = c.hidden.iter().position(|&w| w == 0) {
+            return Err(format!(
+                "model.hidden[{i}] is 0: every hidden layer needs a width >= 1"
+            ));
+        }
+        if c.classes < 2 {
+            return Err(format!(
+                "model.classes must be at least 2, got {}",
+                c.classes
+            ));
+        }
+        if c.input_shape.is_empty() || c.input_shape.iter().any(|&d| d < 1) {
+            return Err(format!(
+                "model.input_shape {:?} must be non-empty with every dim >= 1",
+                c.input_shape
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Model for Mlp {
     fn forward(
         &self,

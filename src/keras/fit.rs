@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use data::{DataSource, HostArray};
 use serde_json::json;
-use train::learner::{CheckpointPolicy, Display, Learner};
+use train::learner::{CheckpointPolicy, Display, Learner, Resume};
 
 pub use train::learner::{Callback, CallbackCtx, History, Logs, TrainStep};
 
@@ -157,7 +157,12 @@ pub fn fit_loop(
             keep: 3,
             config: json!({"seed": opts.seed, "train": {"batch_size": bs}}),
             extra_files: Vec::new(),
-            resume: opts.resume,
+            resume: if opts.resume {
+                Resume::Latest
+            } else {
+                Resume::Never
+            },
+            skip_failed_writes: false,
         });
     } else if opts.resume {
         bail!("resume needs a checkpoint_dir to resume from");

@@ -4,11 +4,14 @@
 //! programs ([`ProgramStep`]), a Keras `Sequential`, or a program of its own (a GAN).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use data::{DataSource, HostArray};
 use runtime::Client;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::checkpoint::{Checkpoint, CheckpointState, NamedTensor};
@@ -56,6 +59,10 @@ pub struct History {
     pub records: Vec<serde_json::Value>,
     /// Seconds spent in train steps.
     pub train_seconds: f64,
+    /// The signal (number) that stopped the fit early, after checkpointing the step reached.
+    pub interrupted_by: Option<usize>,
+    /// Steps whose update was dropped for a non-finite loss or gradient norm.
+    pub skipped_steps: usize,
 }
 
 impl History {
@@ -139,23 +146,105 @@ pub struct CheckpointPolicy {
     pub config: serde_json::Value,
     /// Files saved with each checkpoint (name, path), e.g. the tokenizer.
     pub extra_files: Vec<(String, PathBuf)>,
-    /// Continue from the newest complete checkpoint under `root`.
-    pub resume: bool,
+    pub resume: Resume,
+    /// A checkpoint that cannot be written (full disk): stop, or warn and train on.
+    pub skip_failed_writes: bool,
+}
+
+/// Whether a run continues from the newest complete checkpoint of its directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resume {
+    /// Start fresh (a new run in that directory).
+    #[default]
+    Never,
+    /// Continue from the newest checkpoint; having none is an error.
+    Latest,
+    /// Continue from the newest checkpoint if there is one, else start fresh: one restart
+    /// command for schedulers and preemptible machines.
+    Auto,
+}
+
+impl std::str::FromStr for Resume {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "never" => Ok(Resume::Never),
+            "latest" => Ok(Resume::Latest),
+            "auto" => Ok(Resume::Auto),
+            _ => bail!("resume mode `{s}`: use auto (resume if a checkpoint exists, else start fresh), latest or never"),
+        }
+    }
+}
+
+/// The checkpoint directory (and its step) a run with `mode` continues from; `None`: start
+/// fresh. Only directory names and `state.json` presence are read (cheap, for the first log
+/// line); [`CheckpointPolicy::to_resume`] loads and verifies it.
+pub fn resume_point(root: &Path, mode: Resume) -> Result<Option<(usize, PathBuf)>> {
+    if mode == Resume::Never {
+        return Ok(None);
+    }
+    let newest = crate::checkpoint::list(root)?.pop();
+    if newest.is_none() && mode == Resume::Latest {
+        bail!(
+            "--resume: no complete checkpoint in {}; use `--resume auto` to start fresh when \
+             there is none",
+            root.display()
+        );
+    }
+    Ok(newest)
+}
+
+/// What the first log line of a run says: resumed (from where) or fresh (and why).
+pub fn start_line(out: &Path, mode: Resume, point: Option<&(usize, PathBuf)>) -> String {
+    match (point, mode) {
+        (Some((step, dir)), _) => format!("rxla: resuming from {} (step {step})", dir.display()),
+        (None, Resume::Auto) => format!(
+            "rxla: starting fresh in {} (resume auto: no complete checkpoint yet)",
+            out.display()
+        ),
+        (None, _) => format!("rxla: starting fresh in {}", out.display()),
+    }
+}
+
+/// What the loop does when a step's loss or gradient norm is NaN or infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NonFinite {
+    /// Nothing; callbacks (TerminateOnNaN) may stop the fit.
+    #[default]
+    Continue,
+    /// Fail naming the step; the last checkpoint written stays the newest.
+    Stop,
+    /// The step program dropped the update (`Passes::skip_nonfinite`); count it and fail
+    /// after this many in a row.
+    Skip { max_in_a_row: usize },
 }
 
 impl CheckpointPolicy {
-    /// With `resume`: the newest complete checkpoint, checked to continue this run's config.
+    /// A failed checkpoint write, saying which checkpoint is still the newest.
+    fn failed(&self, e: anyhow::Error, step: usize) -> anyhow::Error {
+        let newest = match crate::checkpoint::latest(&self.root) {
+            Ok(Some(d)) => format!("{} stays the newest checkpoint", d.display()),
+            _ => "there is no earlier checkpoint".to_string(),
+        };
+        e.context(format!(
+            "writing the checkpoint of step {step} failed (is the disk full?); {newest}"
+        ))
+    }
+
+    /// The checkpoint `resume` asks for (none with [`Resume::Auto`] in a fresh directory),
+    /// checked to continue this run's config.
     pub fn to_resume(&self) -> Result<Option<Checkpoint>> {
-        if !self.resume {
+        let Some((_, dir)) = resume_point(&self.root, self.resume)? else {
             return Ok(None);
-        }
-        let dir = crate::checkpoint::latest(&self.root)?.with_context(|| {
+        };
+        let c = crate::checkpoint::load(&dir).with_context(|| {
             format!(
-                "--resume: no complete checkpoint in {}",
-                self.root.display()
+                "the newest checkpoint {} cannot be loaded; move it away to resume from an \
+                 older one",
+                dir.display()
             )
         })?;
-        let c = crate::checkpoint::load(&dir)?;
         check_same_run(&c.state.config, &self.config)
             .with_context(|| format!("cannot resume from {}", c.dir.display()))?;
         Ok(Some(c))
@@ -203,9 +292,10 @@ pub struct Learner<'a> {
     pub metrics: Option<PathBuf>,
     pub throughput: Option<Throughput>,
     pub display: Display,
-    /// A non-finite loss stops the run with an error (else callbacks such as
-    /// TerminateOnNaN decide).
-    pub nonfinite_is_error: bool,
+    pub on_nonfinite: NonFinite,
+    /// Set (to a signal number) by a signal handler: the loop checkpoints the step reached
+    /// and returns ([`History::interrupted_by`]).
+    pub interrupt: Option<Arc<AtomicUsize>>,
     /// The checkpoint to resume from, when the caller loaded it already
     /// ([`CheckpointPolicy::to_resume`]).
     pub resume_from: Option<Checkpoint>,
@@ -228,7 +318,8 @@ impl<'a> Learner<'a> {
             metrics: None,
             throughput: None,
             display: Display::Quiet,
-            nonfinite_is_error: false,
+            on_nonfinite: NonFinite::Continue,
+            interrupt: None,
             resume_from: None,
         }
     }
@@ -254,10 +345,11 @@ impl<'a> Learner<'a> {
     /// resuming).
     pub fn fit(&mut self, model: &mut dyn TrainStep, data: &mut dyn DataSource) -> Result<History> {
         let batch = data.batch_size();
-        let resumed = match (self.resume_from.take(), &self.checkpoint) {
-            (Some(c), _) => Some(c),
-            (None, Some(cp)) => cp.to_resume()?,
-            (None, None) => None,
+        // A caller that loaded the checkpoint itself has said so in its first line.
+        let (resumed, announce) = match (self.resume_from.take(), &self.checkpoint) {
+            (Some(c), _) => (Some(c), false),
+            (None, Some(cp)) => (cp.to_resume()?, true),
+            (None, None) => (None, false),
         };
         model.begin(batch)?;
         let mut start = 0;
@@ -273,10 +365,12 @@ impl<'a> Learner<'a> {
         if let Some(c) = &resumed {
             model.restore(c)?;
             start = c.state.step;
-            say(&format!(
-                "rxla: resumed from {} at step {start}",
-                c.dir.display()
-            ));
+            if announce {
+                say(&format!(
+                    "rxla: resumed from {} at step {start}",
+                    c.dir.display()
+                ));
+            }
         }
         let mut log = match &self.metrics {
             Some(path) => {
@@ -304,7 +398,21 @@ impl<'a> Learner<'a> {
         let mut epoch_n = 0usize;
         let mut epoch_t = Instant::now();
         let mut bar = indicatif::ProgressBar::hidden();
+        let run_start = Instant::now();
+        let mut skips_in_a_row = 0usize;
+        let mut saved_at = None;
         while step < self.steps && !cx.stop_training {
+            if let Some(sig) = self.interrupt.as_ref().map(|f| f.load(Ordering::SeqCst)) {
+                if sig != 0 {
+                    if let Some(cp) = &self.checkpoint {
+                        if step > start && saved_at != Some(step) {
+                            save_checkpoint(cx.model, cp, step).map_err(|e| cp.failed(e, step))?;
+                        }
+                    }
+                    history.interrupted_by = Some(sig);
+                    break;
+                }
+            }
             let epoch = step / spe;
             if step % spe == 0 || step == start {
                 for cb in cbs.iter_mut() {
@@ -327,10 +435,34 @@ impl<'a> Learner<'a> {
             history.steps += 1;
             interval_steps += 1;
             let loss = logs.get("loss").unwrap_or(f64::NAN);
-            if self.nonfinite_is_error && !loss.is_finite() {
-                bail!(
-                    "loss became {loss} at step {step}: lower the learning rate or enable clipping"
-                );
+            let gnorm = logs.get("grad_norm").unwrap_or(0.0);
+            if !(loss.is_finite() && gnorm.is_finite()) {
+                let what = format!("loss {loss}, gradient norm {gnorm} at step {step}");
+                match self.on_nonfinite {
+                    NonFinite::Continue => {}
+                    NonFinite::Stop => bail!(
+                        "{what}: stopped (the newest checkpoint is the last good state); lower \
+                         the learning rate, enable optimizer.clip_norm, or set \
+                         train.on_nonfinite = \"skip\""
+                    ),
+                    NonFinite::Skip { max_in_a_row } => {
+                        skips_in_a_row += 1;
+                        history.skipped_steps += 1;
+                        if skips_in_a_row >= max_in_a_row {
+                            bail!(
+                                "{what}: {skips_in_a_row} steps in a row were non-finite and \
+                                 skipped (train.max_skips_in_a_row = {max_in_a_row}); the run \
+                                 diverged: lower the learning rate or enable optimizer.clip_norm"
+                            );
+                        }
+                        say(&format!(
+                            "rxla: {what}: update skipped ({skips_in_a_row} in a row, {} in all)",
+                            history.skipped_steps
+                        ));
+                    }
+                }
+            } else {
+                skips_in_a_row = 0;
             }
             epoch_n += 1;
             for (k, v) in &logs.0 {
@@ -374,7 +506,9 @@ impl<'a> Learner<'a> {
                 }
                 let json = record_json(&rec);
                 if let Some(p) = &progress {
-                    p.line(&log_line(&json));
+                    let per_step = run_start.elapsed().as_secs_f64() / (step - start) as f64;
+                    let eta = per_step * (self.steps - step) as f64;
+                    p.line(&format!("{}  eta {}", log_line(&json), duration_text(eta)));
                 }
                 if let Some(l) = &mut log {
                     l.log(&json)?;
@@ -388,7 +522,15 @@ impl<'a> Learner<'a> {
             }
             if let Some(cp) = &self.checkpoint {
                 if step == self.steps || (cp.every > 0 && step.is_multiple_of(cp.every)) {
-                    save_checkpoint(cx.model, cp, step)?;
+                    match save_checkpoint(cx.model, cp, step) {
+                        Ok(()) => saved_at = Some(step),
+                        Err(e) if cp.skip_failed_writes => say(&format!(
+                            "rxla: warning: {:#}; training goes on (train.on_checkpoint_error = \
+                             \"skip\")",
+                            cp.failed(e, step)
+                        )),
+                        Err(e) => return Err(cp.failed(e, step)),
+                    }
                 }
             }
             let epoch_done = step.is_multiple_of(spe) || step == self.steps;
@@ -427,6 +569,16 @@ impl<'a> Learner<'a> {
         }
         self.callbacks = cbs;
         Ok(history)
+    }
+}
+
+/// `42s`, `3m05s`, `2h07m`.
+fn duration_text(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -586,8 +738,13 @@ pub struct RunSpec<'a> {
     pub checkpoint_every: usize,
     /// Keep this many newest checkpoints.
     pub keep_checkpoints: usize,
-    /// Continue from the newest complete checkpoint in `out/checkpoints`.
-    pub resume: bool,
+    /// Whether to continue from the newest complete checkpoint in `out/checkpoints`.
+    pub resume: Resume,
+    pub on_nonfinite: NonFinite,
+    /// Warn and train on when a checkpoint cannot be written (else stop).
+    pub skip_failed_checkpoints: bool,
+    /// Set to a signal number by the caller's handler: checkpoint and stop.
+    pub interrupt: Option<Arc<AtomicUsize>>,
     /// Files saved with each checkpoint (name, path), e.g. the tokenizer.
     pub extra_files: Vec<(String, PathBuf)>,
     /// Peak FLOP/s for MFU; measured when `None`.
@@ -597,7 +754,8 @@ pub struct RunSpec<'a> {
 
 /// `rxla train`: compiles the model's programs, runs the [`Learner`] with `callbacks`, and
 /// writes `config.json`, `metrics.jsonl`, `summary.json` and `checkpoints/` under `spec.out`.
-/// Returns the summary.
+/// Returns the summary (with `stopped_by_signal` when interrupted). The caller holds the
+/// run directory's lock ([`files::DirLock`]): this clears partial checkpoints left by crashes.
 pub fn train<'a>(
     client: &Client,
     spec: &RunSpec,
@@ -623,9 +781,11 @@ pub fn train<'a>(
         config: spec.config_json.clone(),
         extra_files: spec.extra_files.clone(),
         resume: spec.resume,
+        skip_failed_writes: spec.skip_failed_checkpoints,
     };
     // Before config.json is rewritten: a run that cannot continue is left as it was.
     let resume_from = policy.to_resume()?;
+    remove_partial_checkpoints(&policy.root)?;
     let flops_per_step = crate::flops::matmul_flops(&train_prog.graph);
     let tokens_per_step = train_prog
         .data_types
@@ -698,13 +858,19 @@ pub fn train<'a>(
         peak_flops: peak,
     });
     learner.display = Display::Run;
-    learner.nonfinite_is_error = true;
+    learner.on_nonfinite = spec.on_nonfinite;
+    learner.interrupt = spec.interrupt.clone();
     let history = learner.fit(&mut step, data)?;
     let trained = history.steps;
     let train_time = history.train_seconds;
-    let last = history.records.last().cloned().unwrap_or(json!({}));
-    let last_eval = history
-        .records
+    // Resumed from the final checkpoint (a crash after it): the records are in the file.
+    let records = if history.records.is_empty() {
+        read_metrics(&spec.out.join("metrics.jsonl"))
+    } else {
+        history.records.clone()
+    };
+    let last = records.last().cloned().unwrap_or(json!({}));
+    let last_eval = records
         .iter()
         .rev()
         .find(|r| r.get("eval_loss").is_some())
@@ -729,6 +895,12 @@ pub fn train<'a>(
     });
     if let Some(p) = pipeline {
         summary["pipeline"] = p;
+    }
+    if history.skipped_steps > 0 {
+        summary["skipped_steps"] = json!(history.skipped_steps);
+    }
+    if let Some(sig) = history.interrupted_by {
+        summary["stopped_by_signal"] = json!(sig);
     }
     if let Some(tok) = tokens_per_step {
         summary["tokens_per_s"] = json!((trained * tok) as f64 / train_time.max(1e-9));
@@ -788,22 +960,61 @@ fn check_same_run(saved: &serde_json::Value, now: &serde_json::Value) -> Result<
     Ok(())
 }
 
-/// Drops metric lines past `step` (logged after the checkpoint we resume from).
+/// Keeps the metric lines up to `step` (the checkpoint we resume from): drops those logged
+/// after it and a torn last line (a write cut short by a crash: no newline, or not JSON).
 fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(bytes) = std::fs::read(path) else {
         return Ok(());
     };
-    let kept: String = text
-        .lines()
+    let kept: Vec<u8> = bytes
+        .split_inclusive(|&b| b == b'\n')
         .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s as usize <= step)
+            l.ends_with(b"\n")
+                && serde_json::from_slice::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s as usize <= step)
         })
-        .map(|l| format!("{l}\n"))
+        .flatten()
+        .copied()
         .collect();
-    Ok(files::write_atomic(path, kept.as_bytes())?)
+    if kept != bytes {
+        files::write_atomic(path, &kept)?;
+    }
+    Ok(())
+}
+
+/// Removes what a crash left behind under `root`: `.tmp-*` directories of checkpoint writes
+/// cut short, and `step-*` directories without `state.json` (the removal of an old
+/// checkpoint cut short: never listed, so never pruned). Only for a caller that holds the
+/// run directory's lock: another writer's temp directory would look the same.
+pub fn remove_partial_checkpoints(root: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let half_removed = name.starts_with("step-") && !e.path().join("state.json").is_file();
+        if name.starts_with(".tmp-") || half_removed {
+            let p = e.path();
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.with_context(|| format!("removing partial checkpoint {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The records of a `metrics.jsonl` (none if it is missing).
+fn read_metrics(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// Default output directory for a config: `runs/<config stem>`.
@@ -813,4 +1024,72 @@ pub fn default_out(config: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
     PathBuf::from("runs").join(stem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_metrics_drops_later_steps_and_a_torn_tail() {
+        let dir = std::env::temp_dir().join(format!("rxla-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("metrics.jsonl");
+        let full = "{\"step\":1,\"loss\":2.5}\n{\"step\":2,\"loss\":2.4}\n";
+        // A crash mid-write: the last line has no newline (and is cut inside the JSON).
+        std::fs::write(&p, format!("{full}{{\"step\":3,\"lo")).unwrap();
+        truncate_metrics(&p, 5).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), full);
+        // A whole line that happens to parse but lacks its newline is torn too.
+        std::fs::write(&p, format!("{full}{{\"step\":3,\"loss\":2.3}}")).unwrap();
+        truncate_metrics(&p, 5).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), full);
+        // Steps past the checkpoint are dropped.
+        truncate_metrics(&p, 1).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"step\":1,\"loss\":2.5}\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_text(42.4), "42s");
+        assert_eq!(duration_text(185.0), "3m05s");
+        assert_eq!(duration_text(7620.0), "2h07m");
+        assert_eq!(duration_text(-1.0), "0s");
+    }
+
+    #[test]
+    fn resume_modes() {
+        let root = std::env::temp_dir().join(format!("rxla-resume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(resume_point(&root, Resume::Auto).unwrap(), None);
+        assert_eq!(resume_point(&root, Resume::Never).unwrap(), None);
+        let e = resume_point(&root, Resume::Latest).unwrap_err().to_string();
+        assert!(
+            e.contains("no complete checkpoint") && e.contains("auto"),
+            "{e}"
+        );
+        let line = start_line(&root, Resume::Auto, None);
+        assert!(line.contains("starting fresh"), "{line}");
+        let d = root.join("step-00000007");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("state.json"), "{}").unwrap();
+        std::fs::create_dir_all(root.join(".tmp-step-00000009-1")).unwrap();
+        let half_removed = root.join("step-00000003");
+        std::fs::create_dir_all(&half_removed).unwrap();
+        std::fs::write(half_removed.join("params.safetensors"), "x").unwrap();
+        let p = resume_point(&root, Resume::Auto).unwrap();
+        assert_eq!(p, Some((7, d.clone())));
+        assert!(start_line(&root, Resume::Auto, p.as_ref()).contains("resuming from"));
+        remove_partial_checkpoints(&root).unwrap();
+        assert!(!root.join(".tmp-step-00000009-1").exists());
+        assert!(!half_removed.exists());
+        assert!(d.exists());
+        assert_eq!("auto".parse::<Resume>().unwrap(), Resume::Auto);
+        assert!("sometimes".parse::<Resume>().is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

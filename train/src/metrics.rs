@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Appends one JSON object per line; flushed per line so a crash loses nothing logged.
 pub struct MetricsLog {
     out: BufWriter<File>,
+    path: std::path::PathBuf,
 }
 
 impl MetricsLog {
@@ -25,14 +26,18 @@ impl MetricsLog {
             .with_context(|| format!("opening {}", path.display()))?;
         Ok(MetricsLog {
             out: BufWriter::new(f),
+            path: path.to_path_buf(),
         })
     }
 
     pub fn log(&mut self, record: &serde_json::Value) -> Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()?;
-        Ok(())
+        (|| -> Result<()> {
+            serde_json::to_writer(&mut self.out, record)?;
+            self.out.write_all(b"\n")?;
+            self.out.flush()?;
+            Ok(())
+        })()
+        .with_context(|| format!("appending to {} (is the disk full?)", self.path.display()))
     }
 }
 

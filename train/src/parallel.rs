@@ -42,6 +42,10 @@ pub struct ParallelConfig {
     /// applies wins (its mesh axis exists, is unused by earlier dims and divides the dim).
     #[serde(default)]
     pub rules: Option<Vec<(String, String)>>,
+    /// Train even when `tensor` divides none of some dims it should split (they stay whole
+    /// on every device); by default that is an error naming them.
+    #[serde(default)]
+    pub allow_unsplit: bool,
 }
 
 fn one() -> usize {
@@ -61,6 +65,7 @@ impl Default for ParallelConfig {
             pipeline: 1,
             microbatches: 4,
             rules: None,
+            allow_unsplit: false,
         }
     }
 }
@@ -72,6 +77,8 @@ pub struct Plan {
     pub rules: Vec<(String, String)>,
     /// Microbatches of the pipeline schedule (used when the mesh has a `stage` axis).
     pub microbatches: usize,
+    /// `parallel.allow_unsplit`: see [`Plan::check_tensor_splits`].
+    pub allow_unsplit: bool,
 }
 
 fn rule(l: &str, m: &str) -> (String, String) {
@@ -144,6 +151,7 @@ impl Plan {
             mesh: Mesh { axes },
             rules,
             microbatches: c.microbatches,
+            allow_unsplit: c.allow_unsplit,
         }))
     }
 
@@ -211,6 +219,53 @@ impl Plan {
                 })
                 .collect(),
         }
+    }
+
+    /// Parameter dims a rule maps to the `model` axis that stay whole because its size does
+    /// not divide them (`h0.attn.qkv` dim 2: heads = 4), when no other dim of the parameter
+    /// took the axis.
+    pub fn unsplit_model_dims(&self, params: &[ParamSpec]) -> Vec<String> {
+        let n = self.mesh.size(MODEL);
+        let mut out = Vec::new();
+        if n < 2 {
+            return out;
+        }
+        for p in params {
+            let resolved = self.param_axes(p);
+            if resolved.iter().any(|a| a.as_deref() == Some(MODEL)) {
+                continue;
+            }
+            for (i, (name, &d)) in p.axes.iter().zip(p.ty.dims()).enumerate() {
+                let Some(name) = name else { continue };
+                let to_model = self.rules.iter().any(|(l, m)| l == name && m == MODEL);
+                if to_model && resolved[i].is_none() && d % n != 0 {
+                    out.push(format!("`{}` dim {i} ({name} = {d})", p.name));
+                }
+            }
+        }
+        out
+    }
+
+    /// Tensor parallelism that cannot split what it should is an error unless
+    /// `parallel.allow_unsplit`: those weights would be whole on every device, silently.
+    pub fn check_tensor_splits(&self, params: &[ParamSpec]) -> Result<()> {
+        let bad = self.unsplit_model_dims(params);
+        if bad.is_empty() || self.allow_unsplit {
+            return Ok(());
+        }
+        let n = self.mesh.size(MODEL);
+        let shown: Vec<&str> = bad.iter().take(6).map(String::as_str).collect();
+        let more = if bad.len() > shown.len() {
+            format!(" and {} more", bad.len() - shown.len())
+        } else {
+            String::new()
+        };
+        bail!(
+            "parallel.tensor = {n} cannot split {}{more}: {n} does not divide them, so they \
+             would stay whole on every device; choose a tensor size that divides them or set \
+             parallel.allow_unsplit = true",
+            shown.join(", ")
+        )
     }
 
     /// A one-line description: `data=2 x model=2`, `stage=2 x data=2`.

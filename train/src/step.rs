@@ -228,6 +228,9 @@ pub struct Passes {
     pub grad_accum: usize,
     /// The device mesh and sharding rules; `None`: one device.
     pub parallel: Option<Plan>,
+    /// A step whose loss or gradient norm is NaN/Inf keeps the old parameters and optimizer
+    /// state (the update is dropped inside the program; the host sees the non-finite loss).
+    pub skip_nonfinite: bool,
 }
 
 impl Default for Passes {
@@ -237,6 +240,7 @@ impl Default for Passes {
             remat: Remat::None,
             grad_accum: 1,
             parallel: None,
+            skip_nonfinite: false,
         }
     }
 }
@@ -465,6 +469,9 @@ pub fn train_step(
         }
     }
     let (mut micro, meta) = micro_step(model, batch / k, pipe)?;
+    if let Some(plan) = &passes.parallel {
+        plan.check_tensor_splits(&meta.params)?;
+    }
     let mut report = PassReport {
         grad_accum: k,
         ..Default::default()
@@ -489,7 +496,14 @@ pub fn train_step(
     if let Remat::Budget(bytes) = passes.remat {
         let measure = measure.context("a remat budget needs a device to measure on")?;
         let (g, r, measured) = graph::passes::remat_within(&micro, bytes, |cand: &Graph| {
-            measure(&assemble(cand, &meta, opt, batch, k)?)
+            measure(&assemble(
+                cand,
+                &meta,
+                opt,
+                batch,
+                k,
+                passes.skip_nonfinite,
+            )?)
         })
         .context("remat budget search")?;
         if measured > bytes {
@@ -501,7 +515,7 @@ pub fn train_step(
         report.remat = Some(r);
         report.measured_temp_bytes = Some(measured);
     }
-    let mut prog = assemble(&micro, &meta, opt, batch, k)?;
+    let mut prog = assemble(&micro, &meta, opt, batch, k, passes.skip_nonfinite)?;
     if let Some(plan) = &passes.parallel {
         prog.shard(plan)?;
     }
@@ -532,13 +546,15 @@ fn inline_micro(
 }
 
 /// The full step around a micro graph: parameters, data (k microbatches), the summed
-/// gradients (a scan when k > 1), and the optimizer update.
+/// gradients (a scan when k > 1), and the optimizer update (dropped when the loss or the
+/// gradient norm is not finite, with `skip_nonfinite`).
 fn assemble(
     micro_graph: &Graph,
     micro: &MicroMeta,
     opt: &Optimizer,
     batch: usize,
     k: usize,
+    skip_nonfinite: bool,
 ) -> Result<StepProgram> {
     let mut g = Graph::new("train_step");
     let params: Vec<NodeId> = micro
@@ -669,9 +685,23 @@ fn assemble(
     for (&i, &v) in micro.updates.iter().zip(&updated) {
         new_params[i] = v;
     }
+    let mut new_state = upd.state.clone();
+    if skip_nonfinite {
+        // x - x is 0 exactly when x is finite (NaN and ±Inf give NaN).
+        let s = g.add(loss, upd.grad_norm)?;
+        let d = g.sub(s, s)?;
+        let zero = g.scalar(0.0, DType::F32)?;
+        let finite = g.compare(graph::CompareDir::Eq, d, zero)?;
+        for (i, p) in new_params.iter_mut().enumerate() {
+            *p = g.select(finite, *p, params[i])?;
+            for (slot, old) in new_state[i].iter_mut().zip(&state[i]) {
+                *slot = g.select(finite, *slot, *old)?;
+            }
+        }
+    }
     let mut outputs = vec![loss, upd.lr, upd.grad_norm];
     outputs.extend(&new_params);
-    for s in &upd.state {
+    for s in &new_state {
         outputs.extend(s);
     }
     g.set_outputs(&outputs)?;
