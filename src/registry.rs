@@ -9,7 +9,7 @@ use crate::config::TrainConfig;
 use data::text::{LmData, LmOptions};
 use data::DataSource;
 
-pub const MODELS: &[&str] = &["mlp", "cnn", "gpt"];
+pub const MODELS: &[&str] = &["mlp", "cnn", "gpt", "bert"];
 
 /// The model a config names, with its own keys parsed.
 pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
@@ -19,6 +19,11 @@ pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
         "gpt" => {
             let m = models::gpt::Gpt(cfg.model_config()?);
             m.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+            Box::new(m)
+        }
+        "bert" => {
+            let m = models::bert::Bert(cfg.model_config()?);
+            m.0.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
             Box::new(m)
         }
         other => bail!(
