@@ -2,7 +2,7 @@
 //! NSP metrics on held-out documents in metrics.jsonl, and exact resume with dropout on.
 
 mod common;
-use common::{metric_rows, tmp_dir, train_ok};
+use common::{err, metric_rows, tmp_dir, train, train_ok};
 
 const CONFIG: &str = "configs/bert-mlm-nsp.toml";
 
@@ -73,4 +73,24 @@ fn bert_pretrains_with_mlm_and_nsp_metrics_and_resumes_exactly() {
     for s in 25..50 {
         assert_eq!(la[s], lb[s], "step {}: uninterrupted vs resumed", s + 1);
     }
+}
+
+#[test]
+fn bad_bert_data_configs_are_clear_errors() {
+    let out = tmp_dir("bert-bad");
+    let e = err(&train(
+        CONFIG.as_ref(),
+        &out.join("a"),
+        &["--set", "model.vocab_size=1000"],
+    ));
+    assert!(
+        e.contains("model.vocab_size") && e.contains("1000") && e.contains("30522"),
+        "{e}"
+    );
+    let e = err(&train(
+        CONFIG.as_ref(),
+        &out.join("b"),
+        &["--set", "data.dataset=mnist"],
+    ));
+    assert!(e.contains("text corpus") && e.contains("mnist"), "{e}");
 }
