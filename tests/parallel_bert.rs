@@ -1,6 +1,7 @@
 //! Sharded BERT training on 4 virtual CPU devices gives the single-device losses (as
-//! tests/parallel.rs does for GPT): data parallelism, data x tensor, fsdp. Batches have
-//! padded rows, a few MLM positions and both NSP labels, so every part of the loss is in.
+//! tests/parallel.rs does for GPT): data parallelism, data x tensor, fsdp; and remat is exact,
+//! bf16 close, for BERT too. Batches have padded rows, a few MLM positions and both NSP labels,
+//! so every part of the loss is in.
 
 use data::HostArray;
 use models::bert::{Bert, BertConfig, IGNORE};
@@ -8,7 +9,7 @@ use rxla::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
 use train::optim::Optimizer;
 use train::parallel::{ParallelConfig, Plan};
 use train::state::{build_train_step, compile_program, run_train_step, TrainState};
-use train::step::Passes;
+use train::step::{Passes, Precision, Remat};
 
 const B: usize = 8;
 const T: usize = 16;
@@ -83,7 +84,11 @@ fn train(
         parallel: Plan::from_config(&parallel).unwrap(),
         ..Default::default()
     };
-    let (prog, _) = build_train_step(client, &bert(), &optimizer(), B, &passes).unwrap();
+    train_with(client, &passes)
+}
+
+fn train_with(client: &runtime::Client, passes: &Passes) -> (Vec<f32>, TrainState, Vec<String>) {
+    let (prog, _) = build_train_step(client, &bert(), &optimizer(), B, passes).unwrap();
     let names = prog.params.iter().map(|p| p.name.clone()).collect();
     let c = compile_program(client, prog).unwrap();
     assert_eq!(c.exe.devices().len(), c.prog.num_devices());
@@ -174,4 +179,24 @@ fn sharded_bert_training_matches_one_device() {
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(diff <= 1e-3 * scale.max(1e-3), "{diff} vs scale {scale}");
     }
+}
+
+#[test]
+fn remat_is_exact_and_bf16_is_close_for_bert() {
+    let client = runtime::provision::cpu_client(1).unwrap();
+    let (none, _, _) = train_with(&client, &Passes::default());
+    for remat in [Remat::Full, Remat::SaveDots] {
+        let passes = Passes {
+            remat,
+            ..Default::default()
+        };
+        let (got, _, _) = train_with(&client, &passes);
+        assert_close(&format!("{remat:?}"), &got, &none, 1e-6);
+    }
+    let bf16 = Passes {
+        precision: Precision::Bf16,
+        ..Default::default()
+    };
+    let (got, _, _) = train_with(&client, &bf16);
+    assert_close("bf16", &got, &none, 0.02);
 }
