@@ -101,6 +101,10 @@ fn bert_data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
     if !data::text::CORPORA.iter().any(|(n, _)| *n == name) {
         bail!("BERT pretraining needs a text corpus (config key `data.dataset`), got `{name}`");
     }
+    // Only the default (unset) spec: BERT's WordPiece vocabulary is MiniLM's, not built here.
+    if cfg.data.tokenizer != data::tokenizer::TokenizerSpec::default() {
+        bail!("config key `data.tokenizer` is not used by BERT (MiniLM's WordPiece); remove it");
+    }
     let model: models::bert::BertConfig = cfg.model_config()?;
     let opts = PretrainOptions {
         corpus: name.clone(),

@@ -93,4 +93,13 @@ fn bad_bert_data_configs_are_clear_errors() {
         &["--set", "data.dataset=mnist"],
     ));
     assert!(e.contains("text corpus") && e.contains("mnist"), "{e}");
+    let e = err(&train(
+        CONFIG.as_ref(),
+        &out.join("c"),
+        &[
+            "--set",
+            "data.tokenizer={ kind = \"bpe\", vocab_size = 512 }",
+        ],
+    ));
+    assert!(e.contains("data.tokenizer"), "{e}");
 }
