@@ -6,10 +6,11 @@ use models::Model;
 use std::path::Path;
 
 use crate::config::TrainConfig;
+use data::pretrain::{BertPretrainData, PretrainOptions};
 use data::text::{LmData, LmOptions};
 use data::DataSource;
 
-pub const MODELS: &[&str] = &["mlp", "cnn", "gpt"];
+pub const MODELS: &[&str] = &["mlp", "cnn", "gpt", "bert"];
 
 /// The model a config names, with its own keys parsed.
 pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
@@ -25,6 +26,11 @@ pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
             m.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
             Box::new(m)
         }
+        "bert" => {
+            let m = models::bert::Bert(cfg.model_config()?);
+            m.0.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+            Box::new(m)
+        }
         other => bail!(
             "unknown model `{other}` (config key `model.kind`); known models: {}",
             MODELS.join(", ")
@@ -37,6 +43,9 @@ pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
 pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
     let name = cfg.data.dataset.clone();
     data::package(&name)?;
+    if cfg.model_kind()? == "bert" {
+        return bert_data(cfg, dir);
+    }
     if data::text::CORPORA.iter().any(|(n, _)| *n == name) {
         let seq_len = cfg
             .model
@@ -95,4 +104,37 @@ pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
         }
         other => bail!("dataset `{other}` has no loader"),
     }
+}
+
+/// BERT pretraining pairs from a text corpus (each file a document), tokenized with
+/// MiniLM's WordPiece vocabulary; `model.vocab_size` must match it.
+fn bert_data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
+    let name = cfg.data.dataset.clone();
+    if !data::text::CORPORA.iter().any(|(n, _)| *n == name) {
+        bail!("BERT pretraining needs a text corpus (config key `data.dataset`), got `{name}`");
+    }
+    // Only the default (unset) spec: BERT's WordPiece vocabulary is MiniLM's, not built here.
+    if cfg.data.tokenizer != data::tokenizer::TokenizerSpec::default() {
+        bail!("config key `data.tokenizer` is not used by BERT (MiniLM's WordPiece); remove it");
+    }
+    let model: models::bert::BertConfig = cfg.model_config()?;
+    let opts = PretrainOptions {
+        corpus: name.clone(),
+        tokenizer_of: "all-minilm-l6-v2".into(),
+        val_fraction: cfg.data.val_fraction,
+        eval_examples: cfg.data.max_eval_windows.unwrap_or(512),
+        seq_len: model.seq_len,
+        batch: cfg.train.batch_size,
+        seed: cfg.seed,
+    };
+    let data = BertPretrainData::prepare(&opts, dir)
+        .with_context(|| format!("preparing BERT pretraining data from `{name}`"))?;
+    if data.vocab_size() != model.vocab_size {
+        bail!(
+            "config key `model.vocab_size` is {} but the WordPiece tokenizer has {} tokens",
+            model.vocab_size,
+            data.vocab_size()
+        );
+    }
+    Ok(Box::new(data))
 }

@@ -325,3 +325,44 @@ fn early_stopping_and_tensorboard_from_the_config() {
     assert!(e.contains("eval_los") && e.contains("eval_loss"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `kind = "bert"` is registered: the config's summary counts BERT's parameters (4 × 256,
+/// the MiniLM vocabulary) and bench runs its MLM + NSP train step.
+#[test]
+fn summary_and_bench_report_bert() {
+    let cfg = "configs/bert-mlm-nsp.toml";
+    let o = rxla(&["summary", "--config", cfg, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // embeddings 7_945_728 + 4 blocks × 789_760 + pooler/MLM/NSP heads 163_132
+    assert_eq!(s["total_parameters"], 11_267_900);
+    let o = rxla(&["summary", "--config", cfg]);
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        table.contains("h3.attn.q.w")
+            && table.contains("(256, 4, 64)")
+            && table.contains("mlm.bias"),
+        "{table}"
+    );
+    let o = rxla(&[
+        "bench",
+        "--config",
+        cfg,
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--set",
+        "train.batch_size=4",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in [
+        "compile_s",
+        "step_ms_median",
+        "examples_per_s",
+        "flops_per_step",
+    ] {
+        assert!(b[k].as_f64().unwrap() > 0.0, "{k} in {b}");
+    }
+}

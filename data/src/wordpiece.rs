@@ -46,4 +46,21 @@ impl WordPiece {
             segments: e.get_type_ids().to_vec(),
         })
     }
+
+    /// `text`'s ids without special tokens (pretraining builds its own pairs).
+    pub fn ids(&self, text: &str) -> Result<Vec<u32>> {
+        let e = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("tokenizing {text:?}"))?;
+        Ok(e.get_ids().to_vec())
+    }
+
+    /// The id of `token` (e.g. `[MASK]`), an error naming it when the vocabulary lacks it.
+    pub fn token_id(&self, token: &str) -> Result<u32> {
+        self.inner
+            .token_to_id(token)
+            .ok_or_else(|| anyhow!("the tokenizer has no `{token}` token"))
+    }
 }
