@@ -383,12 +383,14 @@ fn train(args: &TrainArgs) -> Result<()> {
     let summary = train::learner::train(&client, &spec, data.as_mut(), callbacks)?;
     if let Some(sig) = summary.get("stopped_by_signal").and_then(|v| v.as_u64()) {
         let name = signal_hook::low_level::signal_name(sig as i32).unwrap_or("a signal");
-        eprintln!(
-            "rxla: stopped by {name} at step {}; checkpoint saved in {}. Run the same command \
-             with --resume auto to continue",
-            summary["steps"],
-            out.join("checkpoints").display()
-        );
+        match summary["steps"].as_u64() {
+            Some(0) | None => eprintln!("rxla: stopped by {name} before the first step"),
+            Some(step) => eprintln!(
+                "rxla: stopped by {name} at step {step}; checkpoint saved in {}. Run the same \
+                 command with --resume auto to continue",
+                out.join("checkpoints").display()
+            ),
+        }
         return Ok(());
     }
     if let Some(bpb) = summary.get("eval_bits_per_byte").and_then(|v| v.as_f64()) {
