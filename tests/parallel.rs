@@ -3,7 +3,7 @@
 //! parameters as planned.
 
 mod common;
-use common::{metrics, rxla_err, rxla_ok, tmp_dir, train_ok};
+use common::{assert_close, bytes_of, metrics, rxla_err, rxla_ok, tmp_dir, train_ok};
 use std::path::{Path, PathBuf};
 
 use data::HostArray;
@@ -80,22 +80,6 @@ fn train(client: &runtime::Client, parallel: ParallelConfig) -> (Vec<f32>, Train
         .map(|s| run_train_step(client, &c, &mut st, &batch(s)).unwrap().0)
         .collect();
     (losses, st, c.exe.optimized_program().unwrap())
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
-    assert_eq!(got.len(), want.len());
-    for (s, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= rel * w.abs(),
-            "{what}, step {}: {g} vs single device {w}",
-            s + 1
-        );
-    }
-}
-
-fn bytes_of(st: &TrainState, prog_params: &[String], name: &str) -> usize {
-    let i = prog_params.iter().position(|n| n == name).unwrap();
-    st.params[i].bytes_per_device()
 }
 
 #[test]

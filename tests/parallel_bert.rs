@@ -3,6 +3,8 @@
 //! bf16 close, for BERT too. Batches have padded rows, a few MLM positions and both NSP labels,
 //! so every part of the loss is in.
 
+mod common;
+use common::{assert_close, bytes_of};
 use data::HostArray;
 use models::bert::{Bert, BertConfig, IGNORE};
 use rxla::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
@@ -97,22 +99,6 @@ fn train_with(client: &runtime::Client, passes: &Passes) -> (Vec<f32>, TrainStat
         .map(|s| run_train_step(client, &c, &mut st, &batch(s)).unwrap().0)
         .collect();
     (losses, st, names)
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
-    assert_eq!(got.len(), want.len());
-    for (s, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= rel * w.abs(),
-            "{what}, step {}: {g} vs single device {w}",
-            s + 1
-        );
-    }
-}
-
-fn bytes_of(st: &TrainState, names: &[String], name: &str) -> usize {
-    let i = names.iter().position(|n| n == name).unwrap();
-    st.params[i].bytes_per_device()
 }
 
 #[test]

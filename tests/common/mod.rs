@@ -82,3 +82,21 @@ pub fn metrics(dir: &Path, key: &str) -> Vec<f64> {
         .filter_map(|v| v[key].as_f64())
         .collect()
 }
+
+/// Per-step losses `got` within `rel` (relative) of the single-device run's `want`.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len());
+    for (s, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= rel * w.abs(),
+            "{what}, step {}: {g} vs single device {w}",
+            s + 1
+        );
+    }
+}
+
+/// Bytes of parameter `name` (in `names`, the program's parameter order) on one device.
+pub fn bytes_of(st: &train::state::TrainState, names: &[String], name: &str) -> usize {
+    let i = names.iter().position(|n| n == name).unwrap();
+    st.params[i].bytes_per_device()
+}
