@@ -40,13 +40,31 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Sentence embeddings from a pretrained BERT: one JSON line per text.
     Embed(EmbedArgs),
+    /// Write a run's weights in another layout (`--format hf`: HF BERT, for transformers).
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// The training run's output directory (its newest checkpoint is exported).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// hf: config.json + model.safetensors + tokenizer files in HF's BERT layout.
+    #[arg(long, default_value = "hf", value_parser = crate::export::FORMATS.to_vec())]
+    pub format: String,
+    /// The directory to write (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct EmbedArgs {
     /// A pretrained model's name (all-minilm-l6-v2) or a directory in HF layout.
+    #[arg(long, required_unless_present = "run", conflicts_with = "run")]
+    pub pretrained: Option<String>,
+    /// A BERT training run's directory (its newest checkpoint).
     #[arg(long)]
-    pub pretrained: String,
+    pub run: Option<PathBuf>,
     /// A text to embed (repeat for more).
     #[arg(long, required = true)]
     pub text: Vec<String>,
@@ -210,6 +228,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Summary(args) => summary_cmd(&args),
         Command::Generate(args) => generate_cmd(&args),
         Command::Embed(args) => embed_cmd(&args),
+        Command::Export(args) => export_cmd(&args),
     }
 }
 
@@ -513,16 +532,53 @@ fn generate_cmd(args: &GenerateArgs) -> Result<()> {
 }
 
 fn embed_cmd(args: &EmbedArgs) -> Result<()> {
-    use crate::pretrained::bert::{embed, model_dir, Pooling};
-    let dir = model_dir(&args.pretrained)?;
+    use crate::pretrained::bert::model_dir;
+    // A run is embedded through its HF export (one loader for both), in a temp directory.
+    let exported = match &args.run {
+        Some(run) => {
+            let tmp = std::env::temp_dir().join(format!("rxla-embed-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            crate::export::export_hf(run, &tmp)?;
+            Some(tmp)
+        }
+        None => None,
+    };
+    let dir = match (&exported, &args.pretrained) {
+        (Some(d), _) => d.clone(),
+        (None, Some(p)) => model_dir(p)?,
+        (None, None) => bail!("give --pretrained NAME|DIR or --run DIR"),
+    };
+    let result = embed_from(args, &dir);
+    if let Some(d) = exported {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    result
+}
+
+fn embed_from(args: &EmbedArgs, dir: &std::path::Path) -> Result<()> {
+    use crate::pretrained::bert::{embed, Pooling};
     let pooling = if args.pooling == "cls" {
         Pooling::Cls
     } else {
         Pooling::Mean
     };
     let client = args.device.client()?;
-    for e in embed(&client, &dir, &args.text, pooling, args.normalize)? {
+    for e in embed(&client, dir, &args.text, pooling, args.normalize)? {
         println!("{}", serde_json::to_string(&e)?);
     }
+    Ok(())
+}
+
+fn export_cmd(args: &ExportArgs) -> Result<()> {
+    let e = crate::export::export_hf(&args.run, &args.out)
+        .with_context(|| format!("exporting {}", args.run.display()))?;
+    eprintln!(
+        "rxla: wrote {} ({} tensors from step {}) in HF BERT layout: load it with \
+         transformers' BertForPreTraining.from_pretrained or `rxla embed --pretrained {}`",
+        e.dir.display(),
+        e.tensors,
+        e.step,
+        e.dir.display()
+    );
     Ok(())
 }

@@ -58,6 +58,14 @@ enum Op {
         from: String,
         to: String,
     },
+    /// Replace the first occurrence of `from` in a (binary) file.
+    ReplaceBytes {
+        from: String,
+        to: String,
+    },
+    /// Record the file's current sha256 in its checkpoint's `state.json`, as a foreign writer
+    /// that produced a consistent but wrong checkpoint would.
+    Rehash,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +91,29 @@ fn apply(root: &Path, m: &Mutation) {
             let text = String::from_utf8(bytes()).unwrap();
             assert!(text.contains(from.as_str()), "{}: no `{from}`", p.display());
             std::fs::write(&p, text.replace(from.as_str(), to)).unwrap();
+        }
+        Op::ReplaceBytes { from, to } => {
+            let mut b = bytes();
+            let (from, to) = (from.as_bytes(), to.as_bytes());
+            let at = b
+                .windows(from.len())
+                .position(|w| w == from)
+                .unwrap_or_else(|| panic!("{}: no `{}`", p.display(), m.path));
+            b.splice(at..at + from.len(), to.iter().copied());
+            std::fs::write(&p, b).unwrap();
+        }
+        Op::Rehash => {
+            use sha2::{Digest, Sha256};
+            let digest: String = Sha256::digest(bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let state = p.parent().unwrap().join("state.json");
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+            let file = p.file_name().unwrap().to_string_lossy().into_owned();
+            v["checksums"][file] = serde_json::Value::String(digest);
+            std::fs::write(&state, serde_json::to_string_pretty(&v).unwrap()).unwrap();
         }
     }
 }
@@ -164,6 +195,7 @@ fn every_bad_input_is_a_clear_error() {
     let good = root.join("good");
     ok(&train(&gpt, &good, &[]));
     let mnist = data::datasets::fetch("mnist").unwrap();
+    data::datasets::fetch_pretrained("all-minilm-l6-v2").unwrap();
     let packages = mnist.parent().unwrap().to_path_buf();
     let before = snapshot(&good);
     let fake_nosym = shared_object(&root, "nosym", "int hello(void) { return 1; }\n");

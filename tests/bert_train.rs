@@ -2,7 +2,7 @@
 //! NSP metrics on held-out documents in metrics.jsonl, and exact resume with dropout on.
 
 mod common;
-use common::{err, metric_rows, tmp_dir, train, train_ok};
+use common::{err, metric_rows, rxla_err, rxla_ok, tmp_dir, train, train_ok};
 
 const CONFIG: &str = "configs/bert-mlm-nsp.toml";
 
@@ -65,6 +65,7 @@ fn bert_pretrains_with_mlm_and_nsp_metrics_and_resumes_exactly() {
     // Held-out MLM loss falls from the uniform guess ln(30522) = 10.3.
     assert!(rows[49]["eval_mlm_loss"].as_f64().unwrap() < 9.0);
     assert!(a.join("checkpoints/step-00000050/tokenizer.json").is_file());
+    export_and_embed(&a, &root);
 
     run(&b, 25, false);
     run(&b, 50, true);
@@ -73,6 +74,43 @@ fn bert_pretrains_with_mlm_and_nsp_metrics_and_resumes_exactly() {
     for s in 25..50 {
         assert_eq!(la[s], lb[s], "step {}: uninterrupted vs resumed", s + 1);
     }
+}
+
+/// `rxla export --format hf` of the trained run, then `embed --run` (through the export) and
+/// `embed --pretrained` of the exported directory (the HF loader) give the same embeddings;
+/// a second export into the same directory and a GPT-less run are refused.
+fn export_and_embed(run: &std::path::Path, root: &std::path::Path) {
+    let hf = root.join("hf");
+    let (r, h) = (run.to_str().unwrap(), hf.to_str().unwrap());
+    rxla_ok(&["export", "--run", r, "--format", "hf", "--out", h]);
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+    ] {
+        assert!(hf.join(f).is_file(), "{f}");
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["architectures"][0], "BertForPreTraining");
+    assert_eq!(cfg["hidden_size"], 256);
+    let texts = ["--text", "The Congress shall assemble.", "--text", "a b"];
+    let from_run = rxla_ok(&[&["embed", "--run", r][..], &texts[..]].concat());
+    let from_hf = rxla_ok(&[&["embed", "--pretrained", h][..], &texts[..]].concat());
+    assert_eq!(from_run.stdout, from_hf.stdout);
+    let lines = String::from_utf8_lossy(&from_run.stdout).lines().count();
+    assert_eq!(lines, 2);
+    let e = rxla_err(&["export", "--run", r, "--format", "hf", "--out", h]);
+    assert!(e.contains("already exists"), "{e}");
+    let e = rxla_err(&[
+        "export",
+        "--run",
+        h,
+        "--out",
+        root.join("x").to_str().unwrap(),
+    ]);
+    assert!(e.contains("no complete checkpoint"), "{e}");
 }
 
 #[test]

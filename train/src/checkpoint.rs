@@ -121,8 +121,7 @@ pub fn save<T: TensorRef>(
             serde_json::to_string_pretty(&st)?.as_bytes(),
         )?;
         if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir)
-                .with_context(|| format!("replacing {}", final_dir.display()))?;
+            remove(&final_dir).with_context(|| format!("replacing {}", final_dir.display()))?;
         }
         std::fs::rename(&tmp, &final_dir)
             .with_context(|| format!("renaming checkpoint into {}", final_dir.display()))?;
@@ -140,9 +139,31 @@ pub fn save<T: TensorRef>(
     all.sort();
     let n = all.len();
     for (_, dir) in all.into_iter().take(n.saturating_sub(keep.max(1))) {
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = remove(&dir);
     }
     Ok(final_dir)
+}
+
+/// Prefix of a checkpoint directory being deleted (never listed, swept on the next start).
+pub const DELETING_PREFIX: &str = ".del-";
+
+/// Deletes checkpoint `dir` so that a crash cannot leave it half deleted under its `step-`
+/// name (where `state.json` could outlive the tensor files and be taken as complete): one
+/// rename out of the listed names, then the deletion.
+pub fn remove(dir: &Path) -> Result<()> {
+    let (Some(root), Some(name)) = (dir.parent(), dir.file_name()) else {
+        bail!("{} is not a checkpoint directory", dir.display());
+    };
+    let trash = root.join(format!(
+        "{DELETING_PREFIX}{}-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::rename(dir, &trash).with_context(|| format!("moving {} away", dir.display()))?;
+    if let Ok(d) = std::fs::File::open(root) {
+        let _ = d.sync_all();
+    }
+    std::fs::remove_dir_all(&trash).with_context(|| format!("deleting {}", trash.display()))
 }
 
 /// Complete checkpoints under `root` as (step, dir); temp directories are ignored.
@@ -312,6 +333,16 @@ mod tests {
         }
         let steps: Vec<usize> = list(&root).unwrap().iter().map(|x| x.0).collect();
         assert_eq!(steps, vec![30, 40]);
+        // Pruning moved the old ones out of the listed names and deleted them: nothing left.
+        let names: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A deletion cut short after its rename is never listed, though state.json is there.
+        std::fs::create_dir_all(root.join(".del-step-00000045-1")).unwrap();
+        std::fs::write(root.join(".del-step-00000045-1").join(STATE), "{}").unwrap();
         // A crash mid-write leaves only a temp dir, which is never picked.
         std::fs::create_dir_all(root.join(".tmp-step-00000050-1")).unwrap();
         std::fs::create_dir_all(root.join("step-00000060")).unwrap(); // no state.json

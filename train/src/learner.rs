@@ -985,8 +985,8 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
 }
 
 /// Removes what a crash left behind under `root`: `.tmp-*` directories of checkpoint writes
-/// cut short, and `step-*` directories without `state.json` (the removal of an old
-/// checkpoint cut short: never listed, so never pruned). Only for a caller that holds the
+/// cut short, `.del-*` ones of deletions cut short, and `step-*` directories without
+/// `state.json` (left by rxla versions that deleted in place). Only for a caller that holds the
 /// run directory's lock: another writer's temp directory would look the same.
 pub fn remove_partial_checkpoints(root: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(root) else {
@@ -995,7 +995,8 @@ pub fn remove_partial_checkpoints(root: &Path) -> Result<()> {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let half_removed = name.starts_with("step-") && !e.path().join("state.json").is_file();
-        if name.starts_with(".tmp-") || half_removed {
+        let deleting = name.starts_with(crate::checkpoint::DELETING_PREFIX);
+        if name.starts_with(".tmp-") || deleting || half_removed {
             let p = e.path();
             let r = if p.is_dir() {
                 std::fs::remove_dir_all(&p)
@@ -1078,6 +1079,10 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("state.json"), "{}").unwrap();
         std::fs::create_dir_all(root.join(".tmp-step-00000009-1")).unwrap();
+        // A deletion cut short after its rename: state.json still there, never listed.
+        let deleting = root.join(".del-step-00000008-1");
+        std::fs::create_dir_all(&deleting).unwrap();
+        std::fs::write(deleting.join("state.json"), "{}").unwrap();
         let half_removed = root.join("step-00000003");
         std::fs::create_dir_all(&half_removed).unwrap();
         std::fs::write(half_removed.join("params.safetensors"), "x").unwrap();
@@ -1087,6 +1092,7 @@ mod tests {
         remove_partial_checkpoints(&root).unwrap();
         assert!(!root.join(".tmp-step-00000009-1").exists());
         assert!(!half_removed.exists());
+        assert!(!deleting.exists());
         assert!(d.exists());
         assert_eq!("auto".parse::<Resume>().unwrap(), Resume::Auto);
         assert!("sometimes".parse::<Resume>().is_err());

@@ -97,7 +97,8 @@ impl BertConfig {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         keep.insert("seq_len".into(), seq_len.into());
-        let c: BertConfig = serde_json::from_value(keep.into()).map_err(|e| e.to_string())?;
+        let c: BertConfig = serde_path_to_error::deserialize(serde_json::Value::from(keep))
+            .map_err(|e| format!("key `{}`: {}", e.path(), e.inner()))?;
         c.validate()?;
         Ok(c)
     }
