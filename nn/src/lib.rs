@@ -17,6 +17,7 @@ pub mod model;
 pub mod norm;
 pub mod param;
 pub mod repeat;
+pub mod reversible;
 
 pub use attention::{AttentionKernel, MultiHeadAttention};
 pub use conv::{Conv2d, Pool2d};

@@ -153,6 +153,18 @@ impl AttentionConfig {
         })
     }
 
+    /// Chunked attention applies no dropout to its probabilities (its backward recomputes
+    /// them): an error naming `key` when `rate` asks for it.
+    pub fn check_dropout(&self, rate: f64, key: &str) -> Result<(), String> {
+        match self {
+            AttentionConfig::Chunked { .. } if rate > 0.0 => Err(format!(
+                "model.attention kind \"chunked\" has no dropout on attention probabilities; \
+                 set {key} = 0 (got {rate}) or use another kind"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the kernel draws random numbers each step (and so needs the step's seed).
     pub fn needs_seed(&self) -> bool {
         matches!(self, AttentionConfig::Lsh { .. })
