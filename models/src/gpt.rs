@@ -9,7 +9,8 @@ use nn::axis::{BATCH, EMBED, NONE, VOCAB};
 use nn::linear::Linear;
 use nn::mlp::{Gelu, Mlp, MlpW};
 use nn::norm::{LayerNorm, LayerNormW};
-use nn::{repeated, Dropout, Embedding, Forward, Init, Mode, Model, Params};
+use nn::reversible::{Rebind, RevBlocks};
+use nn::{repeated, AttentionConfig, Dropout, Embedding, Forward, Init, Mode, Model, Params};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +29,16 @@ pub struct GptConfig {
     /// Share the token embedding with the output head.
     #[serde(default = "yes")]
     pub tied_head: bool,
+    /// The attention kernel (`{ kind = "dense" }` by default; see `nn::kernels`).
+    #[serde(default)]
+    pub attention: AttentionConfig,
+    /// Reversible residual blocks (Reformer): the backward pass rebuilds each block's
+    /// inputs from its outputs instead of keeping activations.
+    #[serde(default)]
+    pub reversible: bool,
+    /// The MLP applied to `ff_chunks` slices of the sequence, one after the other.
+    #[serde(default = "one")]
+    pub ff_chunks: usize,
 }
 
 fn default_vocab() -> usize {
@@ -35,6 +46,9 @@ fn default_vocab() -> usize {
 }
 fn yes() -> bool {
     true
+}
+fn one() -> usize {
+    1
 }
 
 pub struct Gpt(pub GptConfig);
@@ -45,6 +59,23 @@ struct Block {
     attn: MultiHeadAttentionW,
     ln2: LayerNormW,
     mlp: MlpW,
+}
+
+impl Rebind for Block {
+    fn nodes(&self, out: &mut Vec<NodeId>) {
+        self.ln1.nodes(out);
+        self.attn.nodes(out);
+        self.ln2.nodes(out);
+        self.mlp.nodes(out);
+    }
+    fn rebind(&self, ids: &mut dyn Iterator<Item = NodeId>) -> Self {
+        Block {
+            ln1: self.ln1.rebind(ids),
+            attn: self.attn.rebind(ids),
+            ln2: self.ln2.rebind(ids),
+            mlp: self.mlp.rebind(ids),
+        }
+    }
 }
 
 impl Gpt {
@@ -58,6 +89,14 @@ impl Gpt {
         }
     }
 
+    /// The configured attention kernel, causal.
+    fn kernel(&self) -> graph::Result<AttentionKernel> {
+        let c = &self.0;
+        c.attention
+            .kernel(true, c.seq_len, "model.attention")
+            .map_err(graph::GraphError::Invalid)
+    }
+
     /// Declares one block's parameters in the current scope.
     fn declare_block(&self, g: &mut Graph, p: &mut Params) -> graph::Result<Block> {
         let c = &self.0;
@@ -66,7 +105,7 @@ impl Gpt {
         let attn = MultiHeadAttention {
             d_model: d,
             n_heads: c.n_heads as i64,
-            kernel: AttentionKernel::Dense { causal: true },
+            kernel: self.kernel()?,
             qkv_layout: QkvLayout::Fused,
             dropout: c.dropout,
             qkv_std: 0.02,
@@ -96,15 +135,89 @@ impl Gpt {
         seed: Option<NodeId>,
         salt: &mut u32,
     ) -> graph::Result<NodeId> {
-        let h = b.ln1.apply(g, x)?;
-        let a = b.attn.apply(g, h, seed, salt)?; // (B, T, D)
-        let a = self.drop().apply(g, a, seed, salt)?;
+        let a = self.attn_branch(g, b, x, seed, salt)?;
         let x = g.add(x, a)?;
-        let h = b.ln2.apply(g, x)?;
-        let m = b.mlp.apply(g, h)?; // (B, T, D)
-        let m = self.drop().apply(g, m, seed, salt)?;
+        let m = self.mlp_branch(g, b, x, seed, salt)?;
         let x = g.add(x, m)?;
         g.logical_axes(x, &[BATCH, NONE, EMBED])
+    }
+
+    /// dropout(attn(ln1(x))) `(B, T, D)`.
+    fn attn_branch(
+        &self,
+        g: &mut Graph,
+        b: &Block,
+        x: NodeId,
+        seed: Option<NodeId>,
+        salt: &mut u32,
+    ) -> graph::Result<NodeId> {
+        let h = b.ln1.apply(g, x)?;
+        let a = b.attn.apply(g, h, seed, salt)?; // (B, T, D)
+        self.drop().apply(g, a, seed, salt)
+    }
+
+    /// dropout(mlp(ln2(x))) `(B, T, D)`, over `ff_chunks` slices of T.
+    fn mlp_branch(
+        &self,
+        g: &mut Graph,
+        b: &Block,
+        x: NodeId,
+        seed: Option<NodeId>,
+        salt: &mut u32,
+    ) -> graph::Result<NodeId> {
+        let h = b.ln2.apply(g, x)?;
+        let n = self.0.ff_chunks.max(1) as i64;
+        let m = if n == 1 {
+            b.mlp.apply(g, h)? // (B, T, D)
+        } else {
+            let len = self.0.seq_len as i64 / n;
+            let parts: Vec<NodeId> = (0..n)
+                .map(|i| {
+                    let hi = g.slice_dim(h, 1, i * len, (i + 1) * len)?;
+                    b.mlp.apply(g, hi)
+                })
+                .collect::<graph::Result<_>>()?;
+            g.concatenate(&parts, 1)?
+        };
+        self.drop().apply(g, m, seed, salt)
+    }
+
+    /// The blocks as a reversible stack: both streams start at `x`, the output is their
+    /// mean. Block `i`'s dropout salts are fixed by `i`, so the backward pass's recomputation
+    /// draws the forward's masks.
+    fn reversible_blocks(
+        &self,
+        g: &mut Graph,
+        p: &mut Params,
+        x: NodeId,
+        seed: Option<NodeId>,
+    ) -> graph::Result<NodeId> {
+        if p.repeat.0.is_some() {
+            return Err(graph::GraphError::Invalid(
+                "model.reversible = true does not combine with a pipeline (parallel.pipeline)"
+                    .into(),
+            ));
+        }
+        let blocks: Vec<Block> = (0..self.0.n_layers)
+            .map(|i| p.scope(&format!("h{i}"), |p| self.declare_block(g, p)))
+            .collect::<graph::Result<_>>()?;
+        let salt_of = |i: usize, branch: u32| ((i as u32 + 1) << 16) | (branch << 12);
+        let f = |g: &mut Graph, i: usize, b: &Block, ex: &[NodeId], x: NodeId| {
+            self.attn_branch(g, b, x, ex.first().copied(), &mut salt_of(i, 1))
+        };
+        let h = |g: &mut Graph, i: usize, b: &Block, ex: &[NodeId], x: NodeId| {
+            self.mlp_branch(g, b, x, ex.first().copied(), &mut salt_of(i, 2))
+        };
+        let stack = RevBlocks {
+            blocks: &blocks,
+            f: &f,
+            g: &h,
+        };
+        let extras: Vec<NodeId> = seed.into_iter().collect();
+        let (y1, y2) = stack.reversible(g, x, x, &extras)?;
+        let y = g.add(y1, y2)?;
+        let y = g.mul_scalar(y, 0.5)?;
+        g.logical_axes(y, &[BATCH, NONE, EMBED])
     }
 
     /// Logits `(B, T, V)` of token ids `(B, T)`; `seed` enables dropout.
@@ -130,15 +243,19 @@ impl Gpt {
         let mut salt = 0u32;
         let x = self.drop().apply(g, x, seed, &mut salt)?;
         // The blocks: each a region (the unit remat recomputes), pipelined by the trainer.
-        let x = repeated(
-            g,
-            p,
-            "h",
-            c.n_layers,
-            x,
-            |g, p| self.declare_block(g, p),
-            |g, b, x| self.block(g, b, x, seed, &mut salt),
-        )?;
+        let x = if c.reversible {
+            self.reversible_blocks(g, p, x, seed)?
+        } else {
+            repeated(
+                g,
+                p,
+                "h",
+                c.n_layers,
+                x,
+                |g, p| self.declare_block(g, p),
+                |g, b, x| self.block(g, b, x, seed, &mut salt),
+            )?
+        };
         let ln_f = self.norm().declare(g, p, "ln_f", d)?;
         let x = ln_f.apply(g, x)?;
         let logits = if c.tied_head {
@@ -178,6 +295,15 @@ impl Gpt {
                 c.dropout
             ));
         }
+        if c.ff_chunks == 0 || !c.seq_len.is_multiple_of(c.ff_chunks) {
+            return Err(format!(
+                "model.ff_chunks ({}) must be at least 1 and divide model.seq_len ({})",
+                c.ff_chunks, c.seq_len
+            ));
+        }
+        c.attention
+            .kernel(true, c.seq_len, "model.attention")
+            .and_then(|_| c.attention.check_dropout(c.dropout, "model.dropout"))?;
         Ok(())
     }
 }
@@ -194,7 +320,9 @@ impl Model for Gpt {
         let (b, t) = (batch as i64, self.0.seq_len as i64);
         let tokens = g.input("tokens", TensorType::new(DType::I32, [b, t]))?;
         let targets = g.input("targets", TensorType::new(DType::I32, [b, t]))?;
-        let seed = if mode == Mode::Train && self.0.dropout > 0.0 {
+        // LSH draws its rotations from the step's seed too.
+        let random = self.0.dropout > 0.0 || self.0.attention.needs_seed();
+        let seed = if mode == Mode::Train && random {
             Some(g.input("dropout_seed", TensorType::scalar(DType::U32))?)
         } else {
             None
@@ -226,6 +354,9 @@ mod tests {
             n_heads: 2,
             dropout: 0.0,
             tied_head: true,
+            attention: AttentionConfig::Dense,
+            reversible: false,
+            ff_chunks: 1,
         }
     }
 

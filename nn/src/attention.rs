@@ -15,6 +15,31 @@ use crate::param::{Init, Weights};
 pub enum AttentionKernel {
     /// softmax(q kᵀ / sqrt(hd) + mask) v, materializing the `(T, T)` scores.
     Dense { causal: bool },
+    /// Exact, `chunk` keys at a time ([`crate::kernels::chunked`]).
+    Chunked { causal: bool, chunk: i64 },
+    /// The last `window` keys (causal) or ±window/2, in blocks of `block`
+    /// ([`crate::kernels::local`]).
+    Local {
+        causal: bool,
+        window: i64,
+        block: i64,
+    },
+    /// BigBird's neighbour + global + random blocks ([`crate::kernels::block_sparse`]).
+    BlockSparse {
+        causal: bool,
+        block: i64,
+        global: i64,
+        random: i64,
+        seed: u64,
+    },
+    /// Rows then columns of a `rows x cols` grid ([`crate::kernels::axial`]).
+    Axial { causal: bool, rows: i64, cols: i64 },
+    /// Reformer's LSH attention, shared QK ([`crate::kernels::lsh`]).
+    Lsh {
+        causal: bool,
+        bucket_size: i64,
+        n_hashes: i64,
+    },
 }
 
 /// How the q, k, v projections are stored.
@@ -175,14 +200,63 @@ impl MultiHeadAttentionW {
             *s = g.logical_axes(v, &lead_axes(n, &[BATCH, HEADS, NONE, NONE]))?;
         }
         let [q, k, v] = heads;
+        let drop = Dropout {
+            rate: self.cfg.dropout,
+        };
+        // LSH's rotations take their own salt, before the dropout masks take theirs.
+        let lsh_salt = match self.cfg.kernel {
+            AttentionKernel::Lsh { .. } => {
+                *salt += 1;
+                *salt
+            }
+            _ => 0,
+        };
+        let mut probs = |g: &mut Graph, p: NodeId| drop.apply(g, p, seed, salt);
+        use crate::kernels::{axial, block_sparse, chunked, local, lsh};
         let y = match self.cfg.kernel {
             AttentionKernel::Dense { causal } => {
-                let drop = Dropout {
-                    rate: self.cfg.dropout,
+                dense_attention(g, q, k, v, causal, key_mask, probs)?
+            }
+            AttentionKernel::Chunked { causal, chunk } => {
+                if seed.is_some() && self.cfg.dropout > 0.0 {
+                    return Err(graph::GraphError::Invalid(format!(
+                        "chunked attention has no dropout on its probabilities (dropout {})",
+                        self.cfg.dropout
+                    )));
+                }
+                chunked::chunked_attention(g, q, k, v, causal, chunk, key_mask)?
+            }
+            AttentionKernel::Local {
+                causal,
+                window,
+                block,
+            } => local::local_attention(g, q, k, v, causal, window, block, key_mask, &mut probs)?,
+            AttentionKernel::BlockSparse {
+                causal,
+                block,
+                global,
+                random,
+                seed: pattern_seed,
+            } => {
+                let pattern =
+                    block_sparse::Pattern::new(t, block, global, random, causal, pattern_seed);
+                block_sparse::block_sparse_attention(g, q, k, v, &pattern, key_mask, &mut probs)?
+            }
+            AttentionKernel::Axial { causal, rows, cols } => {
+                axial::axial_attention(g, q, k, v, causal, rows, cols, key_mask, &mut probs)?
+            }
+            AttentionKernel::Lsh {
+                causal,
+                bucket_size,
+                n_hashes,
+            } => {
+                let lsh = lsh::Lsh {
+                    causal,
+                    bucket_size,
+                    n_hashes,
                 };
-                dense_attention(g, q, k, v, causal, key_mask, |g, p| {
-                    drop.apply(g, p, seed, salt)
-                })?
+                let rng = lsh::rotation_seed(g, seed)?;
+                lsh.apply(g, q, v, key_mask, rng, lsh_salt, &mut probs)?
             }
         }; // (lead.., H, T, hd)
         let y = g.transpose(y, &swap)?; // (lead.., T, H, hd)

@@ -287,6 +287,9 @@ mod tests {
             n_heads: 2,
             dropout: 0.0,
             tied_head: true,
+            attention: Default::default(),
+            reversible: false,
+            ff_chunks: 1,
         }
     }
 

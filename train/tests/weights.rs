@@ -80,6 +80,9 @@ fn gpt(tied_head: bool) -> Gpt {
         n_heads: H,
         dropout: 0.0,
         tied_head,
+        attention: Default::default(),
+        reversible: false,
+        ff_chunks: 1,
     })
 }
 

@@ -28,6 +28,9 @@ pub struct BertConfig {
     /// Tokens per example (ours; at most `max_position_embeddings`).
     #[serde(default = "default_seq")]
     pub seq_len: usize,
+    /// The attention kernel (ours; `{ kind = "dense" }` by default; see `nn::kernels`).
+    #[serde(default)]
+    pub attention: nn::AttentionConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +140,14 @@ impl BertConfig {
                 return Err(format!("model.{k} must be in [0, 1), got {p}"));
             }
         }
+        self.attention
+            .kernel(false, self.seq_len, "model.attention")
+            .and_then(|_| {
+                self.attention.check_dropout(
+                    self.attention_probs_dropout_prob,
+                    "model.attention_probs_dropout_prob",
+                )
+            })?;
         if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return Err(format!(
                 "model.layer_norm_eps must be positive, got {}",

@@ -5,7 +5,7 @@
 //! Config keys are HF `BertConfig`'s, so a `config.json` reads as is. Init: normal(0.02).
 
 use graph::{DType, DotDims, Graph, NodeId, TensorType};
-use nn::attention::{AttentionKernel, MultiHeadAttention, MultiHeadAttentionW, QkvLayout};
+use nn::attention::{MultiHeadAttention, MultiHeadAttentionW, QkvLayout};
 use nn::axis::{BATCH, EMBED, NONE, VOCAB};
 use nn::linear::{Linear, LinearW};
 use nn::mlp::{Gelu, Mlp, MlpW};
@@ -73,7 +73,10 @@ impl Bert {
         let attn = MultiHeadAttention {
             d_model: d,
             n_heads: c.num_attention_heads as i64,
-            kernel: AttentionKernel::Dense { causal: false },
+            kernel: c
+                .attention
+                .kernel(false, c.seq_len, "model.attention")
+                .map_err(graph::GraphError::Invalid)?,
             qkv_layout: QkvLayout::Separate,
             dropout: c.attention_probs_dropout_prob,
             qkv_std: std,
@@ -225,7 +228,10 @@ impl Model for Bert {
         let mask = g.input("mask", bt.clone())?;
         let mlm_labels = g.input("mlm_labels", bt.clone())?;
         let nsp_labels = g.input("nsp_labels", TensorType::new(DType::I32, [b]))?;
-        let dropout = self.0.hidden_dropout_prob > 0.0 || self.0.attention_probs_dropout_prob > 0.0;
+        // LSH draws its rotations from the step's seed too.
+        let dropout = self.0.hidden_dropout_prob > 0.0
+            || self.0.attention_probs_dropout_prob > 0.0
+            || self.0.attention.needs_seed();
         let seed = if mode == Mode::Train && dropout {
             Some(g.input("dropout_seed", TensorType::scalar(DType::U32))?)
         } else {
