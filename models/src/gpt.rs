@@ -12,6 +12,8 @@ use nn::norm::{LayerNorm, LayerNormW};
 use nn::{repeated, Dropout, Embedding, Forward, Init, Mode, Model, Params};
 use serde::{Deserialize, Serialize};
 
+mod decode;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GptConfig {

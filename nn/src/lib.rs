@@ -9,6 +9,7 @@ pub mod attention;
 pub mod conv;
 pub mod dropout;
 pub mod embedding;
+pub mod kv_cache;
 pub mod linear;
 pub mod loss;
 pub mod mlp;
