@@ -529,6 +529,14 @@ fn generate_cmd(args: &GenerateArgs) -> Result<()> {
     req.validate()?; // before starting the client: a typo fails at once
     let client = args.device.client()?;
     let g = crate::generate::generate_gpt(&client, &args.run, &req)?;
+    if let Some(beam) = args.beam {
+        eprintln!(
+            "rxla: beam {beam}: best of {} tokens in {:.2} s (KV cache)",
+            g.tokens[0].len(),
+            g.decode_s
+        );
+        return Ok(());
+    }
     eprintln!(
         "rxla: {} tokens; first after {:.1} ms, then {:.0} tokens/s (KV cache)",
         g.tokens.iter().map(|t| t.len()).sum::<usize>(),

@@ -50,7 +50,8 @@ impl Run {
     pub fn load(run: &Path) -> Result<Run> {
         if !run.is_dir() {
             bail!(
-                "--run {}: no such run directory (give the --out directory of `rxla train`)",
+                "--run {0}: no such run directory, so no complete checkpoint in it: give the \
+                 --out directory of `rxla train`, or train with --out {0} first",
                 run.display()
             );
         }
@@ -86,7 +87,7 @@ impl Run {
         let kind = self.config.model_kind()?;
         if kind != "gpt" {
             bail!(
-                "`rxla generate --prompt` continues GPT models; {} holds a `{kind}` model",
+                "`rxla generate --prompt` samples GPT models; {} holds a `{kind}` model",
                 run.display()
             );
         }

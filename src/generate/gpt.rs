@@ -18,18 +18,24 @@ fn check_prompts(prompts: &[Vec<u32>], batch: usize, vocab: usize, context: usiz
         bail!("internal: {} prompts for a batch of {batch}", prompts.len());
     }
     for (i, p) in prompts.iter().enumerate() {
+        // The CLI's words: `--prompt`, numbered when several.
+        let what = if prompts.len() == 1 || prompts.iter().all(|q| q == p) {
+            "--prompt".to_string()
+        } else {
+            format!("--prompt {}", i + 1)
+        };
         if p.is_empty() {
-            bail!("prompt {i} is empty: give at least one token of text to continue");
+            bail!("{what} is empty: give at least one token of text to continue");
         }
         if p.len() > context {
             bail!(
-                "prompt {i} is {} tokens but the model reads at most {context} (model.seq_len): \
+                "{what} is {} tokens but the model reads at most {context} (model.seq_len): \
                  shorten it",
                 p.len()
             );
         }
         if let Some(bad) = p.iter().find(|&&t| t as usize >= vocab) {
-            bail!("prompt {i} has token {bad}, outside the model's vocabulary of {vocab}");
+            bail!("{what} has token {bad}, outside the model's vocabulary of {vocab}");
         }
     }
     Ok(())
