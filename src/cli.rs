@@ -36,8 +36,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Parameters, FLOPs per step and memory of a config's model.
     Summary(SummaryArgs),
-    /// Sample text from a trained GPT run.
+    /// Sample text from a trained GPT run (KV-cached; sampling or beam search).
     Generate(GenerateArgs),
+    /// GPT decode tokens/s with the KV cache vs recomputing, and time to first token; JSON.
+    BenchGenerate(crate::generate::bench::BenchGenerateArgs),
     /// Sentence embeddings from a pretrained BERT: one JSON line per text.
     Embed(EmbedArgs),
     /// Write a run's weights in another layout (`--format hf`: HF BERT, for transformers).
@@ -84,8 +86,9 @@ pub struct GenerateArgs {
     /// The training run's output directory.
     #[arg(long)]
     pub run: PathBuf,
+    /// Text to continue; repeat for a batch of prompts decoded together.
     #[arg(long, default_value = "Call me Ishmael.")]
-    pub prompt: String,
+    pub prompt: Vec<String>,
     #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
     pub max_tokens: usize,
     /// Softmax temperature (0 = greedy).
@@ -94,6 +97,18 @@ pub struct GenerateArgs {
     /// Sample among the k most likely tokens.
     #[arg(long, allow_negative_numbers = true)]
     pub top_k: Option<usize>,
+    /// Sample among the most likely tokens whose probability adds up to p, in (0, 1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub top_p: Option<f64>,
+    /// Stop a row when it produces this token id.
+    #[arg(long)]
+    pub eos: Option<u32>,
+    /// Beam search with this many hypotheses (instead of sampling).
+    #[arg(long, allow_negative_numbers = true)]
+    pub beam: Option<usize>,
+    /// Beam hypotheses are ranked by log-probability / length^this.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub length_penalty: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -227,6 +242,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench_cmd(&args),
         Command::Summary(args) => summary_cmd(&args),
         Command::Generate(args) => generate_cmd(&args),
+        Command::BenchGenerate(args) => crate::generate::bench::bench_generate_cmd(&args),
         Command::Embed(args) => embed_cmd(&args),
         Command::Export(args) => export_cmd(&args),
     }
@@ -421,7 +437,9 @@ fn train(args: &TrainArgs) -> Result<()> {
             max_tokens: 200,
             temperature: 0.8,
             top_k: None,
+            top_p: None,
             seed: cfg.seed,
+            eos: None,
         };
         // A nicety after training: a prompt longer than the model's window is no failure.
         match crate::generate::from_run(&client, &out, prompt, &opts) {
@@ -514,19 +532,35 @@ fn summary_cmd(args: &SummaryArgs) -> Result<()> {
 }
 
 fn generate_cmd(args: &GenerateArgs) -> Result<()> {
-    let opts = crate::generate::SampleOptions {
-        max_tokens: args.max_tokens,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        seed: args.seed,
+    let req = crate::generate::GenerateRequest {
+        prompts: args.prompt.clone(),
+        sample: crate::generate::SampleOptions {
+            max_tokens: args.max_tokens,
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+            eos: args.eos,
+        },
+        beam: args.beam,
+        length_penalty: args.length_penalty,
     };
-    opts.validate()?; // before starting the client: a typo fails at once
+    req.validate()?; // before starting the client: a typo fails at once
     let client = args.device.client()?;
-    let (text, rate) = crate::generate::from_run(&client, &args.run, &args.prompt, &opts)?;
-    println!("{}{}", args.prompt, crate::generate::printable(&text));
+    let g = crate::generate::generate_gpt(&client, &args.run, &req)?;
+    if let Some(beam) = args.beam {
+        eprintln!(
+            "rxla: beam {beam}: best of {} tokens in {:.2} s (KV cache)",
+            g.tokens[0].len(),
+            g.decode_s
+        );
+        return Ok(());
+    }
     eprintln!(
-        "rxla: {} tokens at {rate:.0} tokens/s (recomputing the full window per token)",
-        args.max_tokens
+        "rxla: {} tokens; first after {:.1} ms, then {:.0} tokens/s (KV cache)",
+        g.tokens.iter().map(|t| t.len()).sum::<usize>(),
+        g.time_to_first_token_s * 1e3,
+        g.tokens_per_s()
     );
     Ok(())
 }

@@ -1,44 +1,28 @@
-//! Sampling text from a trained GPT. No KV cache: each new token recomputes the forward pass
-//! over the last `seq_len` tokens with one compiled fixed-shape program (simple, exact, and
-//! fast enough for small models; see the README for tokens/s).
+//! `rxla generate`: text from a trained run through KV-cached decoding (see
+//! [`gpt::CachedGpt`]): one prefill program and one one-token decode program, compiled once,
+//! the caches donated and updated in place on device. Sampling (greedy, temperature, top-k,
+//! top-p) or beam search, stopping at EOS or after max tokens, streaming text to stdout as it
+//! is produced. [`gpt::RecomputeGpt`] (the whole window per token) is the reference the
+//! tests and `rxla bench-generate` compare with.
 
-use std::time::Instant;
+pub mod bench;
+pub mod gpt;
+pub mod program;
+pub mod search;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use graph::{DType, Graph, TensorType};
-use models::gpt::{Gpt, GptConfig};
-use models::Params;
-use rand::{Rng, SeedableRng};
-use runtime::{Buffer, Client, CompileOptions};
+use models::gpt::GptConfig;
+use runtime::Client;
 
 use data::tokenizer::Tokenizer;
-use train::checkpoint::{Checkpoint, NamedTensor};
+use train::checkpoint::NamedTensor;
 
-#[derive(Debug, Clone)]
-pub struct SampleOptions {
-    pub max_tokens: usize,
-    /// 0 = greedy.
-    pub temperature: f64,
-    pub top_k: Option<usize>,
-    pub seed: u64,
-}
-
-impl SampleOptions {
-    /// Options that would sample nonsense (or nothing) are errors naming the flag.
-    pub fn validate(&self) -> Result<()> {
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            bail!(
-                "--temperature {}: use a finite number >= 0 (0 = greedy, 1 = the model's \
-                 distribution)",
-                self.temperature
-            );
-        }
-        if self.top_k == Some(0) {
-            bail!("--top-k 0 keeps no token: use 1 or more (1 = greedy), or leave it out");
-        }
-        Ok(())
-    }
-}
+pub use search::{
+    beam_search, pick, sample, BeamOptions, Decoder, Generation, Hypothesis, SampleOptions,
+};
 
 /// `text` safe for a terminal: control characters other than newline and tab (escape
 /// sequences a young model emits as bytes) become U+FFFD, as invalid UTF-8 already has.
@@ -54,199 +38,216 @@ pub fn printable(text: &str) -> String {
         .collect()
 }
 
-/// A compiled next-token program with its parameters on device.
-pub struct Sampler {
-    client: Client,
-    exe: runtime::Executable,
-    params: Vec<Buffer>,
-    /// Argument order: tokens, pos, then params (by `order`).
-    order: Vec<Option<usize>>,
-    seq_len: usize,
-    vocab: usize,
+/// A trained run's newest checkpoint: its config, parameters and tokenizer.
+pub struct Run {
+    pub dir: PathBuf,
+    pub config: crate::config::TrainConfig,
+    pub params: Vec<NamedTensor>,
+    pub tokenizer: Tokenizer,
 }
 
-impl Sampler {
-    pub fn new(client: &Client, cfg: &GptConfig, params: &[NamedTensor]) -> Result<Sampler> {
-        let model = Gpt(cfg.clone());
-        model.validate().map_err(anyhow::Error::msg)?;
-        let t = cfg.seq_len as i64;
-        let mut g = Graph::new("next_token");
-        let mut p = Params::new();
-        let tokens = g.input("tokens", TensorType::new(DType::I32, [1, t]))?;
-        let pos = g.input("pos", TensorType::scalar(DType::I32))?;
-        let logits = model.logits(&mut g, &mut p, tokens, None)?; // (1, T, V)
-        let zero = g.scalar(0.0, DType::I32)?;
-        let row = g.dynamic_slice(logits, &[zero, pos, zero], &[1, 1, cfg.vocab_size as i64])?;
-        let row = g.reshape(row, [cfg.vocab_size as i64])?;
-        g.set_outputs(&[row])?;
-        let want: Vec<(String, Vec<i64>)> = p
-            .specs
-            .iter()
-            .map(|s| (s.name.clone(), s.ty.dims().to_vec()))
-            .collect();
-        let ordered = Checkpoint::ordered(params, &want, "parameter")?;
-        let bufs: Vec<Buffer> = ordered
-            .iter()
-            .map(|t| client.buffer_from_host(&t.data, &t.dims, 0))
-            .collect::<Result<_, _>>()?;
-        let order: Vec<Option<usize>> = g
-            .args()
-            .iter()
-            .map(|a| p.specs.iter().position(|s| s.node == *a))
-            .collect();
-        let (_, exe) =
-            train::exec::compile(client, &g, &Default::default(), &CompileOptions::default())?;
-        Ok(Sampler {
-            client: client.clone(),
-            exe,
-            params: bufs,
-            order,
-            seq_len: cfg.seq_len,
-            vocab: cfg.vocab_size,
+impl Run {
+    pub fn load(run: &Path) -> Result<Run> {
+        if !run.is_dir() {
+            bail!(
+                "--run {0}: no such run directory, so no complete checkpoint in it: give the \
+                 --out directory of `rxla train`, or train with --out {0} first",
+                run.display()
+            );
+        }
+        let root = run.join("checkpoints");
+        let dir = train::checkpoint::latest(&root)?.with_context(|| {
+            format!(
+                "no complete checkpoint in {}: train with --out {} first",
+                root.display(),
+                run.display()
+            )
+        })?;
+        let ckpt = train::checkpoint::load(&dir).with_context(|| {
+            format!(
+                "the newest checkpoint {} cannot be loaded; move it away to sample from an older one",
+                dir.display()
+            )
+        })?;
+        let config: crate::config::TrainConfig = serde_json::from_value(ckpt.state.config.clone())
+            .with_context(|| format!("reading the config stored in {}", dir.display()))?;
+        let tok_path = dir.join(data::tokenizer::TOKENIZER_FILE);
+        let tokenizer = Tokenizer::load(&tok_path)
+            .with_context(|| format!("loading {}", tok_path.display()))?;
+        Ok(Run {
+            dir,
+            config,
+            params: ckpt.params,
+            tokenizer,
         })
     }
 
-    /// Next-token logits after `context` (its last `seq_len` tokens).
-    pub fn logits(&self, context: &[u32]) -> Result<Vec<f32>> {
-        if context.is_empty() {
-            bail!("generation needs a non-empty prompt");
+    /// The run's GPT config, or an error naming the model it holds.
+    pub fn gpt(&self, run: &Path) -> Result<GptConfig> {
+        let kind = self.config.model_kind()?;
+        if kind != "gpt" {
+            bail!(
+                "`rxla generate --prompt` samples GPT models; {} holds a `{kind}` model",
+                run.display()
+            );
         }
-        let start = context.len().saturating_sub(self.seq_len);
-        let window = &context[start..];
-        let mut ids: Vec<i32> = window.iter().map(|&t| t as i32).collect();
-        let pos = ids.len() as i32 - 1;
-        ids.resize(self.seq_len, 0); // right padding: causal attention never sees it
-        let tok = self
-            .client
-            .buffer_from_host(&ids, &[1, self.seq_len as i64], 0)?;
-        let posb = self.client.buffer_from_host(&[pos], &[], 0)?;
-        let mut data = [Some(&tok), Some(&posb)].into_iter();
-        let args: Vec<&Buffer> = self
-            .order
-            .iter()
-            .map(|o| match o {
-                Some(i) => &self.params[*i],
-                None => data.next().flatten().expect("two data inputs"),
-            })
-            .collect();
-        let out = self.exe.execute1(&args)?;
-        Ok(out[0].to_host::<f32>()?)
+        self.config.model_config()
     }
 
-    /// Continues `prompt` by `opts.max_tokens` tokens; returns the new tokens and tokens/s.
-    pub fn sample(&self, prompt: &[u32], opts: &SampleOptions) -> Result<(Vec<u32>, f64)> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
-        let mut ctx = prompt.to_vec();
-        let t = Instant::now();
-        for _ in 0..opts.max_tokens {
-            let logits = self.logits(&ctx)?;
-            ctx.push(pick(&logits, opts, &mut rng) as u32);
+    pub fn encode(&self, text: &str, what: &str) -> Result<Vec<u32>> {
+        if text.is_empty() {
+            bail!("{what} is empty: give the text to continue");
         }
-        let rate = opts.max_tokens as f64 / t.elapsed().as_secs_f64().max(1e-9);
-        Ok((ctx[prompt.len()..].to_vec(), rate))
-    }
-
-    pub fn vocab(&self) -> usize {
-        self.vocab
+        self.tokenizer
+            .encode(text)
+            .with_context(|| format!("encoding {what}"))
     }
 }
 
-/// Samples an index from logits with temperature and top-k (greedy at temperature 0).
-pub fn pick(logits: &[f32], opts: &SampleOptions, rng: &mut impl Rng) -> usize {
-    let argmax = || {
-        logits
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i)
-            .unwrap_or(0)
-    };
-    if opts.temperature <= 0.0 {
-        return argmax();
+/// Writes decoded text as tokens arrive; holds back a trailing U+FFFD (a character whose
+/// bytes have not all arrived yet).
+pub struct TextStream<'a, W: Write> {
+    tok: &'a Tokenizer,
+    ids: Vec<u32>,
+    printed: usize,
+    out: W,
+}
+
+impl<'a, W: Write> TextStream<'a, W> {
+    pub fn new(tok: &'a Tokenizer, out: W) -> Self {
+        TextStream {
+            tok,
+            ids: Vec::new(),
+            printed: 0,
+            out,
+        }
     }
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    if let Some(k) = opts.top_k {
-        idx.truncate(k.max(1));
+
+    pub fn push(&mut self, id: u32) -> Result<()> {
+        self.ids.push(id);
+        let text = self.tok.decode(&self.ids)?;
+        let ready = text.trim_end_matches(char::REPLACEMENT_CHARACTER);
+        if ready.len() > self.printed && text.is_char_boundary(self.printed) {
+            write!(self.out, "{}", printable(&ready[self.printed..]))?;
+            self.out.flush()?;
+            self.printed = ready.len();
+        }
+        Ok(())
     }
-    let m = logits[idx[0]] as f64;
-    let w: Vec<f64> = idx
+
+    pub fn finish(mut self) -> Result<()> {
+        let text = self.tok.decode(&self.ids)?;
+        if text.len() > self.printed && text.is_char_boundary(self.printed) {
+            write!(self.out, "{}", printable(&text[self.printed..]))?;
+        }
+        writeln!(self.out)?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// How `rxla generate` decodes.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompts: Vec<String>,
+    pub sample: SampleOptions,
+    /// Beam search with this many hypotheses instead of sampling.
+    pub beam: Option<usize>,
+    pub length_penalty: f64,
+}
+
+impl GenerateRequest {
+    pub fn validate(&self) -> Result<()> {
+        self.sample.validate()?;
+        if let Some(beam) = self.beam {
+            self.beam_options(beam).validate()?;
+            if self.prompts.len() != 1 {
+                bail!("--beam searches from one --prompt at a time; give one");
+            }
+        }
+        Ok(())
+    }
+
+    fn beam_options(&self, beam: usize) -> BeamOptions {
+        BeamOptions {
+            beam,
+            length_penalty: self.length_penalty,
+            max_tokens: self.sample.max_tokens,
+            eos: self.sample.eos,
+        }
+    }
+}
+
+/// `rxla generate` on a GPT run: one prompt streams its continuation to stdout as it is
+/// produced; several are decoded as one batch and printed one per paragraph. Returns the
+/// timings.
+pub fn generate_gpt(client: &Client, run: &Path, req: &GenerateRequest) -> Result<Generation> {
+    req.validate()?;
+    let r = Run::load(run)?;
+    let cfg = r.gpt(run)?;
+    let prompts: Vec<Vec<u32>> = req
+        .prompts
         .iter()
-        .map(|&i| ((logits[i] as f64 - m) / opts.temperature).exp())
-        .collect();
-    let total: f64 = w.iter().sum();
-    let mut r = rng.gen::<f64>() * total;
-    for (k, &wi) in w.iter().enumerate() {
-        r -= wi;
-        if r <= 0.0 {
-            return idx[k];
+        .map(|p| r.encode(p, "--prompt"))
+        .collect::<Result<_>>()?;
+    let params = program::DeviceParams::upload(client, &r.params)?;
+    let stdout = std::io::stdout();
+    if let Some(beam) = req.beam {
+        let mut dec = gpt::CachedGpt::new(client, &cfg, params, beam)?;
+        let t = std::time::Instant::now();
+        let hyps = beam_search(&mut dec, &prompts[0], &req.beam_options(beam))?;
+        let best = hyps.first().map(|h| h.tokens.clone()).unwrap_or_default();
+        let text = r.tokenizer.decode(&best)?;
+        println!("{}{}", req.prompts[0], printable(&text));
+        return Ok(Generation {
+            tokens: vec![best],
+            decode_s: t.elapsed().as_secs_f64(),
+            decode_tokens: hyps.first().map_or(0, |h| h.tokens.len()) * beam,
+            ..Default::default()
+        });
+    }
+    let mut dec = gpt::CachedGpt::new(client, &cfg, params, prompts.len())?;
+    if prompts.len() == 1 {
+        let mut out = stdout.lock();
+        write!(out, "{}", req.prompts[0])?;
+        let mut stream = TextStream::new(&r.tokenizer, out);
+        let mut err = None;
+        let g = sample(&mut dec, &prompts, &req.sample, &mut |_, _, chosen| {
+            if let Some(t) = chosen[0] {
+                if let Err(e) = stream.push(t) {
+                    err.get_or_insert(e);
+                }
+            }
+        })?;
+        if let Some(e) = err {
+            return Err(e);
         }
+        stream.finish()?;
+        return Ok(g);
     }
-    idx[idx.len() - 1]
+    let g = sample(&mut dec, &prompts, &req.sample, &mut |_, _, _| {})?;
+    for (p, toks) in req.prompts.iter().zip(&g.tokens) {
+        println!("{p}{}\n", printable(&r.tokenizer.decode(toks)?));
+    }
+    Ok(g)
 }
 
-/// Text after `prompt` from a model and tokenizer.
-pub fn continue_text(
-    sampler: &Sampler,
-    tok: &Tokenizer,
-    prompt: &str,
-    opts: &SampleOptions,
-) -> Result<(String, f64)> {
-    let ids = tok.encode(prompt).context("encoding the prompt")?;
-    if let Some(bad) = ids.iter().find(|&&i| i as usize >= sampler.vocab()) {
-        bail!("prompt token {bad} is outside the model's vocabulary");
-    }
-    if ids.len() > sampler.seq_len {
-        bail!(
-            "--prompt is {} tokens but the model reads at most {} (model.seq_len): shorten it",
-            ids.len(),
-            sampler.seq_len
-        );
-    }
-    let (new, rate) = sampler.sample(&ids, opts)?;
-    Ok((tok.decode(&new)?, rate))
-}
-
-/// Loads the newest checkpoint of a training run and continues `prompt`.
+/// Loads the newest checkpoint of a GPT run and continues `prompt` (the sample after
+/// training); returns the text and decode tokens/s.
 pub fn from_run(
     client: &Client,
-    run: &std::path::Path,
+    run: &Path,
     prompt: &str,
     opts: &SampleOptions,
 ) -> Result<(String, f64)> {
     opts.validate()?;
-    if prompt.is_empty() {
-        bail!("--prompt is empty: give the text to continue");
-    }
-    let root = run.join("checkpoints");
-    let dir = train::checkpoint::latest(&root)?.with_context(|| {
-        format!(
-            "no complete checkpoint in {}: train with --out {} first",
-            root.display(),
-            run.display()
-        )
-    })?;
-    let ckpt = train::checkpoint::load(&dir).with_context(|| {
-        format!(
-            "the newest checkpoint {} cannot be loaded; move it away to sample from an older one",
-            dir.display()
-        )
-    })?;
-    let cfg: crate::config::TrainConfig = serde_json::from_value(ckpt.state.config.clone())
-        .with_context(|| format!("reading the config stored in {}", dir.display()))?;
-    if cfg.model_kind()? != "gpt" {
-        bail!(
-            "`rxla generate` samples GPT models; {} holds a `{}` model",
-            run.display(),
-            cfg.model_kind()?
-        );
-    }
-    let gpt: GptConfig = cfg.model_config()?;
-    let tok_path = dir.join(data::tokenizer::TOKENIZER_FILE);
-    let tok =
-        Tokenizer::load(&tok_path).with_context(|| format!("loading {}", tok_path.display()))?;
-    let sampler = Sampler::new(client, &gpt, &ckpt.params)?;
-    continue_text(&sampler, &tok, prompt, opts)
+    let r = Run::load(run)?;
+    let cfg = r.gpt(run)?;
+    let ids = r.encode(prompt, "--prompt")?;
+    let params = program::DeviceParams::upload(client, &r.params)?;
+    let mut dec = gpt::CachedGpt::new(client, &cfg, params, 1)?;
+    let g = sample(&mut dec, &[ids], opts, &mut |_, _, _| {})?;
+    Ok((r.tokenizer.decode(&g.tokens[0])?, g.tokens_per_s()))
 }
 
 #[cfg(test)]
@@ -254,57 +255,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pick_respects_greedy_and_top_k() {
-        let logits = [0.0f32, 5.0, 1.0, 4.9];
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        let greedy = SampleOptions {
-            max_tokens: 1,
-            temperature: 0.0,
-            top_k: None,
-            seed: 0,
-        };
-        assert_eq!(pick(&logits, &greedy, &mut rng), 1);
-        let top2 = SampleOptions {
-            temperature: 1.0,
-            top_k: Some(2),
-            ..greedy
-        };
-        for _ in 0..200 {
-            let i = pick(&logits, &top2, &mut rng);
-            assert!(i == 1 || i == 3);
-        }
-    }
-
-    #[test]
-    fn bad_options_are_named_and_samples_are_printable() {
-        let o = SampleOptions {
-            max_tokens: 1,
-            temperature: f64::NAN,
-            top_k: None,
-            seed: 0,
-        };
-        let e = o.validate().unwrap_err().to_string();
-        assert!(e.contains("--temperature NaN"), "{e}");
-        let e = SampleOptions {
-            temperature: -1.0,
-            ..o.clone()
-        }
-        .validate()
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("--temperature -1"), "{e}");
-        let e = SampleOptions {
-            temperature: 1.0,
-            top_k: Some(0),
-            ..o.clone()
-        }
-        .validate()
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("--top-k 0"), "{e}");
-        let bytes = data::tokenizer::Tokenizer::Bytes
+    fn samples_are_printable_and_streamed_whole_characters() {
+        let bytes = Tokenizer::Bytes
             .decode(&[0x6f, 0xff, 0x1b, 0x5b, 0x32, 0x4a, 0x0a])
             .unwrap();
         assert_eq!(printable(&bytes), "o\u{FFFD}\u{FFFD}[2J\n");
+        // "é" is two bytes: nothing is printed after the first, the whole char after both.
+        let tok = Tokenizer::Bytes;
+        let mut buf = Vec::new();
+        {
+            let mut s = TextStream::new(&tok, &mut buf);
+            s.push(b'a' as u32).unwrap();
+            s.push(0xc3).unwrap();
+            s.push(0xa9).unwrap();
+            s.finish().unwrap();
+        }
+        assert_eq!(String::from_utf8(buf).unwrap(), "a\u{e9}\n");
     }
 }

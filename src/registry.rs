@@ -10,7 +10,7 @@ use data::pretrain::{BertPretrainData, PretrainOptions};
 use data::text::{LmData, LmOptions};
 use data::DataSource;
 
-pub const MODELS: &[&str] = &["mlp", "cnn", "gpt", "bert"];
+pub const MODELS: &[&str] = &["mlp", "cnn", "gpt", "bert", "encdec"];
 
 /// The model a config names, with its own keys parsed.
 pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
@@ -23,6 +23,11 @@ pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
         "cnn" => Box::new(models::cnn::Cnn(cfg.model_config()?)),
         "gpt" => {
             let m = models::gpt::Gpt(cfg.model_config()?);
+            m.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+            Box::new(m)
+        }
+        "encdec" => {
+            let m = models::encdec::EncDec(cfg.model_config()?);
             m.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
             Box::new(m)
         }

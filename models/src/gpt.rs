@@ -13,6 +13,8 @@ use nn::reversible::{Rebind, RevBlocks};
 use nn::{repeated, AttentionConfig, Dropout, Embedding, Forward, Init, Mode, Model, Params};
 use serde::{Deserialize, Serialize};
 
+mod decode;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GptConfig {

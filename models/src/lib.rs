@@ -4,6 +4,7 @@
 
 pub mod bert;
 pub mod cnn;
+pub mod encdec;
 pub mod gpt;
 pub mod mlp;
 

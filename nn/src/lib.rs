@@ -10,6 +10,7 @@ pub mod conv;
 pub mod dropout;
 pub mod embedding;
 pub mod kernels;
+pub mod kv_cache;
 pub mod linear;
 pub mod loss;
 pub mod mlp;
