@@ -252,6 +252,12 @@ pub struct TrainSection {
     /// checkpoint stays the newest) or "skip" (warn and train on).
     #[serde(default)]
     pub on_checkpoint_error: OnCheckpointError,
+    /// Parameters that do not train: regexes over names (`train::groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+    /// `[pattern, multiplier]` pairs of the learning rate; the first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lr_multipliers: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +318,10 @@ impl TrainSection {
             grad_accum: self.grad_accum,
             parallel: None,
             skip_nonfinite: self.on_nonfinite == OnNonfinite::Skip,
+            groups: train::groups::ParamGroups {
+                freeze: self.freeze.clone(),
+                lr_multipliers: self.lr_multipliers.clone(),
+            },
         })
     }
 

@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod cnn;
 pub mod gpt;
+pub mod heads;
 pub mod mlp;
 
 pub use nn::loss::classification_head;
