@@ -188,6 +188,9 @@ pub struct DataConfig {
     /// Text datasets: evaluate at most this many validation windows.
     #[serde(default)]
     pub max_eval_windows: Option<usize>,
+    /// Fine-tuning datasets: their options (`rxla::finetune::TaskData`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<toml::Table>,
 }
 
 fn default_val_fraction() -> f64 {
