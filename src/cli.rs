@@ -44,6 +44,16 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Write a run's weights in another layout (`--format hf`: HF BERT, for transformers).
     Export(ExportArgs),
+    /// A fine-tuned run's prediction: --text, --pair A B, or --question Q --context C.
+    Predict(PredictArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub query: crate::predict::PredictArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -245,6 +255,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::BenchGenerate(args) => crate::generate::bench::bench_generate_cmd(&args),
         Command::Embed(args) => embed_cmd(&args),
         Command::Export(args) => export_cmd(&args),
+        Command::Predict(args) => crate::predict::predict_cmd(&args.query, || args.device.client()),
     }
 }
 
@@ -374,6 +385,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     let opt = optimizer(&cfg, steps)?;
     let client = args.device.client_for(devices_needed(&cfg)?)?;
     let tokenizer = out.join(data::tokenizer::TOKENIZER_FILE);
+    let init_weights = |p: &[models::ParamSpec]| crate::finetune::initial_weights(&cfg, p);
     let spec = RunSpec {
         model: model.as_ref(),
         optimizer: opt,
@@ -401,6 +413,8 @@ fn train(args: &TrainArgs) -> Result<()> {
         },
         peak_flops: cfg.train.peak_flops,
         passes: cfg.passes()?,
+        init_weights: crate::finetune::is_task_model(cfg.model_kind()?)
+            .then_some(&init_weights as _),
     };
     let mut callbacks: Vec<Box<dyn train::learner::Callback>> = Vec::new();
     if let Some(es) = &cfg.train.early_stopping {
@@ -427,6 +441,15 @@ fn train(args: &TrainArgs) -> Result<()> {
             ),
         }
         return Ok(());
+    }
+    let mut summary = summary;
+    if crate::finetune::is_task_model(cfg.model_kind()?) {
+        let scores = crate::finetune::evaluate_run(&client, &out)?;
+        eprintln!("rxla: {}", serde_json::Value::Object(scores.clone()));
+        for (k, v) in scores {
+            summary[k] = v;
+        }
+        files::write_json_atomic(&out.join("summary.json"), &summary)?;
     }
     if let Some(bpb) = summary.get("eval_bits_per_byte").and_then(|v| v.as_f64()) {
         eprintln!("rxla: validation bits per byte {bpb:.4}");

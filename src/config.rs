@@ -188,6 +188,9 @@ pub struct DataConfig {
     /// Text datasets: evaluate at most this many validation windows.
     #[serde(default)]
     pub max_eval_windows: Option<usize>,
+    /// Fine-tuning datasets: their options (`rxla::finetune::TaskData`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<toml::Table>,
 }
 
 fn default_val_fraction() -> f64 {
@@ -252,6 +255,12 @@ pub struct TrainSection {
     /// checkpoint stays the newest) or "skip" (warn and train on).
     #[serde(default)]
     pub on_checkpoint_error: OnCheckpointError,
+    /// Parameters that do not train: regexes over names (`train::groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+    /// `[pattern, multiplier]` pairs of the learning rate; the first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lr_multipliers: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +321,10 @@ impl TrainSection {
             grad_accum: self.grad_accum,
             parallel: None,
             skip_nonfinite: self.on_nonfinite == OnNonfinite::Skip,
+            groups: train::groups::ParamGroups {
+                freeze: self.freeze.clone(),
+                lr_multipliers: self.lr_multipliers.clone(),
+            },
         })
     }
 

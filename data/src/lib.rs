@@ -7,6 +7,7 @@ pub mod images;
 pub mod mnist;
 pub mod pretrain;
 pub mod source;
+pub mod tasks;
 pub mod text;
 pub mod tokenizer;
 pub mod wordpiece;

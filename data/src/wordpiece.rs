@@ -57,6 +57,21 @@ impl WordPiece {
         Ok(e.get_ids().to_vec())
     }
 
+    /// `text`'s tokens without special tokens, each `(id, start byte, end byte)` in `text`
+    /// (span QA maps predicted tokens back to the text through these).
+    pub fn tokens_with_offsets(&self, text: &str) -> Result<Vec<(u32, usize, usize)>> {
+        let e = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("tokenizing {text:?}"))?;
+        Ok(e.get_ids()
+            .iter()
+            .zip(e.get_offsets())
+            .map(|(&id, &(a, b))| (id, a, b))
+            .collect())
+    }
+
     /// The id of `token` (e.g. `[MASK]`), an error naming it when the vocabulary lacks it.
     pub fn token_id(&self, token: &str) -> Result<u32> {
         self.inner

@@ -6,6 +6,7 @@ pub mod bert;
 pub mod cnn;
 pub mod encdec;
 pub mod gpt;
+pub mod heads;
 pub mod mlp;
 
 pub use nn::loss::classification_head;

@@ -750,6 +750,11 @@ pub struct RunSpec<'a> {
     /// Peak FLOP/s for MFU; measured when `None`.
     pub peak_flops: Option<f64>,
     pub passes: Passes,
+    /// First weights of a fresh run, given the train program's parameters (in order;
+    /// `None` entries, or no loader: from the seed), e.g. a pretrained encoder's.
+    #[allow(clippy::type_complexity)]
+    pub init_weights:
+        Option<&'a dyn Fn(&[nn::ParamSpec]) -> Result<Option<Vec<Option<crate::tensor::Tensor>>>>>,
 }
 
 /// `rxla train`: compiles the model's programs, runs the [`Learner`] with `callbacks`, and
@@ -825,6 +830,11 @@ pub fn train<'a>(
     let pipeline = train_c.prog.pipeline_json();
     let devices = train_c.prog.num_devices();
     let mut step = ProgramStep::new(client, train_c, eval_c, spec.seed, spec.optimizer.opt.lr)?;
+    if let (Some(load), None) = (spec.init_weights, &resume_from) {
+        if let Some(t) = load(&step.train.prog.params)? {
+            step.state = TrainState::init_from(client, &step.train.prog, spec.seed, &t)?;
+        }
+    }
     let param_bytes = step.state.param_bytes_per_device();
     let state_bytes = step.state.state_bytes_per_device();
     if let Some(plan) = &spec.passes.parallel {

@@ -7,6 +7,7 @@ pub mod callbacks;
 pub mod checkpoint;
 pub mod exec;
 pub mod flops;
+pub mod groups;
 pub mod learner;
 pub mod metrics;
 pub mod optim;

@@ -143,6 +143,30 @@ impl Optimizer {
         step: NodeId,
         lr_scale: Option<NodeId>,
     ) -> Result<Update> {
+        let ones = vec![1.0; params.len()];
+        self.apply_scaled(g, params, grads, state, step, lr_scale, &ones)
+    }
+
+    /// [`Optimizer::apply`] with parameter `i` stepping at `lr_multiplier[i]` times the
+    /// scheduled rate (`train.lr_multipliers`, e.g. layer-wise decay).
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_scaled(
+        &self,
+        g: &mut Graph,
+        params: &[NodeId],
+        grads: &[NodeId],
+        state: &[Vec<NodeId>],
+        step: NodeId,
+        lr_scale: Option<NodeId>,
+        lr_multiplier: &[f64],
+    ) -> Result<Update> {
+        if lr_multiplier.len() != params.len() {
+            bail!(
+                "{} learning-rate multipliers for {} parameters",
+                lr_multiplier.len(),
+                params.len()
+            );
+        }
         let o = &self.opt;
         let mut lr = self.lr_node(g, step)?;
         if let Some(s) = lr_scale {
@@ -173,6 +197,11 @@ impl Optimizer {
         let mut new_params = Vec::with_capacity(params.len());
         let mut new_state = Vec::with_capacity(params.len());
         for (i, (&p, &gr)) in params.iter().zip(grads).enumerate() {
+            let lr = if lr_multiplier[i] == 1.0 {
+                lr
+            } else {
+                g.mul_scalar(lr, lr_multiplier[i])?
+            };
             let mut gr = to_f32(g, gr)?;
             if let Some(s) = clip_scale {
                 gr = g.mul(gr, s)?;

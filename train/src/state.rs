@@ -124,7 +124,13 @@ impl TrainState {
                     ShardedArray::from_host(client, &p.initial_values(seed), &layout, &devices)?
                 }
             });
-            for _ in &prog.slots {
+            // Frozen parameters have no optimizer state.
+            let slots = if prog.state_index(i, 0).is_some() {
+                prog.slots.len()
+            } else {
+                0
+            };
+            for _ in 0..slots {
                 let zeros = vec![0f32; p.count()];
                 state.push(ShardedArray::from_host(client, &zeros, &layout, &devices)?);
             }
@@ -192,10 +198,13 @@ impl TrainState {
                 data: self.params[i].to_host::<f32>()?,
             });
             for (k, slot) in prog.slots.iter().enumerate() {
+                let Some(at) = prog.state_index(i, k) else {
+                    continue;
+                };
                 opt.push(NamedTensor {
                     name: format!("{}.{slot}", p.name),
                     dims: p.ty.dims().to_vec(),
-                    data: self.state[i * prog.slots.len() + k].to_host::<f32>()?,
+                    data: self.state[at].to_host::<f32>()?,
                 });
             }
         }
@@ -213,20 +222,20 @@ impl TrainState {
             .iter()
             .map(|p| (p.name.clone(), p.ty.dims().to_vec()))
             .collect();
-        let want_opt: Vec<(String, Vec<i64>)> = prog
-            .params
+        let owners = prog.state_owners();
+        let want_opt: Vec<(String, Vec<i64>)> = owners
             .iter()
-            .flat_map(|p| {
-                prog.slots
-                    .iter()
-                    .map(move |s| (format!("{}.{s}", p.name), p.ty.dims().to_vec()))
+            .enumerate()
+            .map(|(j, &i)| {
+                let p = &prog.params[i];
+                let s = prog.slots[j % prog.slots.len()];
+                (format!("{}.{s}", p.name), p.ty.dims().to_vec())
             })
             .collect();
         let params = Checkpoint::ordered(&c.params, &want, "parameter")?;
         let opt = Checkpoint::ordered(&c.optimizer, &want_opt, "optimizer state")?;
         // Checkpoints hold logical tensors: scatter them by this program's plan.
         let devices: Vec<usize> = (0..prog.num_devices()).collect();
-        let slots = prog.slots.len().max(1);
         let up = |i: usize, t: &NamedTensor| {
             ShardedArray::from_host(client, &t.data, &prog.param_layout(i), &devices)
         };
@@ -239,7 +248,7 @@ impl TrainState {
             state: opt
                 .iter()
                 .enumerate()
-                .map(|(j, t)| up(j / slots, t))
+                .map(|(j, t)| up(owners[j], t))
                 .collect::<Result<_, _>>()?,
             step: c.state.step,
             seed: c.state.seed,
@@ -276,13 +285,19 @@ pub fn arguments<'a>(
     scalars: StepScalars<'a>,
     data: &[&'a ShardedArray],
 ) -> Result<Vec<&'a ShardedArray>> {
-    let slots = prog.slots.len();
     prog.feeds
         .iter()
         .map(|f| {
             Ok(match *f {
                 Feed::Param(i) => &params[i],
-                Feed::State(i, k) => &state[i * slots + k],
+                Feed::State(i, k) => {
+                    let at = prog
+                        .state_index(i, k)
+                        .context("a frozen parameter has no optimizer state")?;
+                    state
+                        .get(at)
+                        .with_context(|| format!("missing optimizer state {at}"))?
+                }
                 Feed::Step => scalars.step.context("program needs a step counter")?,
                 Feed::Data(i) => *data
                     .get(i)

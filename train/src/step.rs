@@ -49,9 +49,30 @@ pub struct StepProgram {
     pub sharding: Option<ProgramSharding>,
     /// Pipelined programs: the layer scopes each stage runs.
     pub stages: Vec<Vec<String>>,
+    /// Per parameter: whether it trains. Frozen ones (`train.freeze`) get no gradient and no
+    /// optimizer state, and the train step returns them unchanged.
+    pub trainable: Vec<bool>,
 }
 
 impl StepProgram {
+    /// Where slot `k` of parameter `i` lies in the (param-major) optimizer state: only
+    /// trainable parameters have slots.
+    pub fn state_index(&self, i: usize, k: usize) -> Option<usize> {
+        if !self.trainable.get(i).copied().unwrap_or(true) {
+            return None;
+        }
+        let before = self.trainable[..i].iter().filter(|&&t| t).count();
+        Some(before * self.slots.len() + k)
+    }
+
+    /// The parameter each optimizer-state entry belongs to, in state order.
+    pub fn state_owners(&self) -> Vec<usize> {
+        (0..self.params.len())
+            .filter(|&i| self.trainable.get(i).copied().unwrap_or(true))
+            .flat_map(|i| std::iter::repeat_n(i, self.slots.len()))
+            .collect()
+    }
+
     pub fn lower_options(&self) -> lower::LowerOptions {
         let mut o = lower::LowerOptions {
             module_name: Some(self.graph.name.clone()),
@@ -146,6 +167,7 @@ impl StepProgram {
             })
             .collect::<Result<Vec<_>>>()?;
         let np = self.params.len();
+        let owners = self.state_owners();
         let outputs = g
             .outputs
             .iter()
@@ -156,11 +178,7 @@ impl StepProgram {
                     plan.batch_axes(ty)
                 } else if o >= TRAIN_SCALARS {
                     let k = o - TRAIN_SCALARS;
-                    let i = if k < np {
-                        k
-                    } else {
-                        (k - np) / self.slots.len()
-                    };
+                    let i = if k < np { k } else { owners[k - np] };
                     plan.param_axes(&self.params[i])
                 } else {
                     vec![None; ty.rank()]
@@ -231,6 +249,8 @@ pub struct Passes {
     /// A step whose loss or gradient norm is NaN/Inf keeps the old parameters and optimizer
     /// state (the update is dropped inside the program; the host sees the non-finite loss).
     pub skip_nonfinite: bool,
+    /// Frozen parameters and learning-rate multipliers (`train.freeze`, `train.lr_multipliers`).
+    pub groups: crate::groups::ParamGroups,
 }
 
 impl Default for Passes {
@@ -241,6 +261,7 @@ impl Default for Passes {
             grad_accum: 1,
             parallel: None,
             skip_nonfinite: false,
+            groups: Default::default(),
         }
     }
 }
@@ -367,6 +388,9 @@ struct MicroMeta {
     stages: Vec<Vec<String>>,
     /// Parameters whose new value the model computes (outputs after the gradients).
     updates: Vec<usize>,
+    /// Per parameter: whether it trains (has a gradient output).
+    trainable: Vec<bool>,
+    lr_multiplier: Vec<f64>,
 }
 
 /// Forward + backward of one microbatch (outputs `[loss, grads..]`), its blocks run as
@@ -375,6 +399,7 @@ fn micro_step(
     model: &dyn Model,
     batch: usize,
     pipe: Option<Pipeline>,
+    groups: &crate::groups::ParamGroups,
 ) -> Result<(Graph, MicroMeta)> {
     let mut g = Graph::new("micro_step");
     let mut p = Params::new();
@@ -398,7 +423,16 @@ fn micro_step(
         }
         None => Vec::new(),
     };
-    let wrt: Vec<NodeId> = p.specs.iter().map(|s| s.node).collect();
+    let names: Vec<&str> = p.specs.iter().map(|s| s.name.as_str()).collect();
+    let groups = groups.resolve(&names)?;
+    // Frozen parameters are not differentiated: no gradient is computed for them.
+    let wrt: Vec<NodeId> = p
+        .specs
+        .iter()
+        .zip(&groups.trainable)
+        .filter(|(_, &t)| t)
+        .map(|(s, _)| s.node)
+        .collect();
     let (mut g, grads) =
         graph::autodiff::grad(&g, fwd.loss, &wrt).context("differentiating the model")?;
     let mut outs = vec![fwd.loss];
@@ -428,6 +462,8 @@ fn micro_step(
             feeds,
             stages,
             updates,
+            trainable: groups.trainable,
+            lr_multiplier: groups.lr_multiplier,
         },
     ))
 }
@@ -468,7 +504,7 @@ pub fn train_step(
             }
         }
     }
-    let (mut micro, meta) = micro_step(model, batch / k, pipe)?;
+    let (mut micro, meta) = micro_step(model, batch / k, pipe, &passes.groups)?;
     if let Some(plan) = &passes.parallel {
         plan.check_tensor_splits(&meta.params)?;
     }
@@ -586,11 +622,14 @@ fn assemble(
         None
     };
     let np = params.len();
+    // The trainable parameters: the micro step's gradients are theirs, in this order.
+    let tr: Vec<usize> = (0..np).filter(|&i| micro.trainable[i]).collect();
+    let nt = tr.len();
     let mut updated = Vec::new();
     let (loss, grads) = if k == 1 {
         let outs = inline_micro(&mut g, micro_graph, &micro.feeds, &params, &data, rng)?;
-        updated = outs[1 + np..].to_vec();
-        (outs[0], outs[1..1 + np].to_vec())
+        updated = outs[1 + nt..].to_vec();
+        (outs[0], outs[1..1 + nt].to_vec())
     } else {
         if !micro.updates.is_empty() {
             anyhow::bail!(
@@ -604,9 +643,9 @@ fn assemble(
             .iter()
             .map(|s| body.input(&format!("p.{}", s.name), s.ty.clone()))
             .collect::<graph::Result<_>>()?;
-        let b_acc: Vec<NodeId> = micro
-            .params
+        let b_acc: Vec<NodeId> = tr
             .iter()
+            .map(|&i| &micro.params[i])
             .map(|s| body.input(&format!("acc.{}", s.name), s.ty.clone()))
             .collect::<graph::Result<_>>()?;
         let b_loss = body.input("acc.loss", TensorType::scalar(DType::F32))?;
@@ -628,7 +667,7 @@ fn assemble(
             &b_data,
             b_rng,
         )?;
-        let mut carries = Vec::with_capacity(np + 1);
+        let mut carries = Vec::with_capacity(nt + 1);
         for (i, &a) in b_acc.iter().enumerate() {
             let gr = body.convert(outs[1 + i], DType::F32)?;
             carries.push(body.add(a, gr)?);
@@ -637,9 +676,9 @@ fn assemble(
         carries.push(body.add(b_loss, l)?);
         body.set_outputs(&carries)?;
         // Outer: zeros to start, data split into [k, batch/k, ..], one seed per microbatch.
-        let mut init = Vec::with_capacity(np + 1);
-        for s in &micro.params {
-            init.push(g.full(0.0, s.ty.clone())?);
+        let mut init = Vec::with_capacity(nt + 1);
+        for &i in &tr {
+            init.push(g.full(0.0, micro.params[i].ty.clone())?);
         }
         init.push(g.scalar(0.0, DType::F32)?);
         let mut xs = Vec::with_capacity(data.len() + 1);
@@ -660,39 +699,56 @@ fn assemble(
         }
         let out = g.scan_with_body(body, k as i64, &params, &init, &xs, false)?;
         let inv = 1.0 / k as f64;
-        let grads = out.carries[..np]
+        let grads = out.carries[..nt]
             .iter()
             .map(|&c| g.mul_scalar(c, inv))
             .collect::<graph::Result<Vec<_>>>()?;
-        (g.mul_scalar(out.carries[np], inv)?, grads)
+        (g.mul_scalar(out.carries[nt], inv)?, grads)
     };
     let slots = opt.state_slots();
-    let mut state = Vec::with_capacity(np);
-    for s in &micro.params {
-        let mut v = Vec::with_capacity(slots.len());
+    // Optimizer state only for trainable parameters (frozen ones get an empty list).
+    let mut state = vec![Vec::new(); np];
+    for &i in &tr {
+        let s = &micro.params[i];
         for slot in &slots {
-            v.push(g.input(&format!("{}.{slot}", s.name), slot_type(&s.ty))?);
+            state[i].push(g.input(&format!("{}.{slot}", s.name), slot_type(&s.ty))?);
         }
-        state.push(v);
     }
     let step = g.input("step", TensorType::scalar(DType::F32))?;
     let lr_scale = g.input("lr_scale", TensorType::scalar(DType::F32))?;
+    let t_params: Vec<NodeId> = tr.iter().map(|&i| params[i]).collect();
+    let t_state: Vec<Vec<NodeId>> = tr.iter().map(|&i| state[i].clone()).collect();
+    let t_mult: Vec<f64> = tr.iter().map(|&i| micro.lr_multiplier[i]).collect();
     let upd = opt
-        .apply(&mut g, &params, &grads, &state, step, Some(lr_scale))
+        .apply_scaled(
+            &mut g,
+            &t_params,
+            &grads,
+            &t_state,
+            step,
+            Some(lr_scale),
+            &t_mult,
+        )
         .context("building the optimizer update")?;
     let loss = g.convert(loss, DType::F32)?;
-    let mut new_params = upd.params.clone();
+    // Frozen parameters pass through (donated and returned as they came).
+    let mut new_params = params.clone();
+    let mut new_state = vec![Vec::new(); np];
+    for (j, &i) in tr.iter().enumerate() {
+        new_params[i] = upd.params[j];
+        new_state[i] = upd.state[j].clone();
+    }
     for (&i, &v) in micro.updates.iter().zip(&updated) {
         new_params[i] = v;
     }
-    let mut new_state = upd.state.clone();
     if skip_nonfinite {
         // x - x is 0 exactly when x is finite (NaN and ±Inf give NaN).
         let s = g.add(loss, upd.grad_norm)?;
         let d = g.sub(s, s)?;
         let zero = g.scalar(0.0, DType::F32)?;
         let finite = g.compare(graph::CompareDir::Eq, d, zero)?;
-        for (i, p) in new_params.iter_mut().enumerate() {
+        for &i in &tr {
+            let p = &mut new_params[i];
             *p = g.select(finite, *p, params[i])?;
             for (slot, old) in new_state[i].iter_mut().zip(&state[i]) {
                 *slot = g.select(finite, *slot, *old)?;
@@ -715,25 +771,31 @@ fn assemble(
         lr_scale: Some(lr_scale),
     };
     let feeds = feeds_of(&g, &specs, &state, &data, c)?;
-    let mut aliases = Vec::new();
-    for (arg, f) in feeds.iter().enumerate() {
-        match *f {
-            Feed::Param(i) => aliases.push((arg, TRAIN_SCALARS + i)),
-            Feed::State(i, s) => aliases.push((arg, TRAIN_SCALARS + np + i * slots.len() + s)),
-            _ => {}
-        }
-    }
-    Ok(StepProgram {
+    let mut prog = StepProgram {
         graph: g,
         params: specs,
         slots,
         feeds,
         data_types,
-        aliases,
+        aliases: Vec::new(),
         per_example: Vec::new(),
         sharding: None,
         stages: micro.stages.clone(),
-    })
+        trainable: micro.trainable.clone(),
+    };
+    for (arg, f) in prog.feeds.iter().enumerate() {
+        match *f {
+            Feed::Param(i) => prog.aliases.push((arg, TRAIN_SCALARS + i)),
+            Feed::State(i, s) => {
+                let at = prog
+                    .state_index(i, s)
+                    .context("state of a frozen parameter")?;
+                prog.aliases.push((arg, TRAIN_SCALARS + np + at));
+            }
+            _ => {}
+        }
+    }
+    Ok(prog)
 }
 
 /// Builds the evaluation forward: outputs the per-example values; placed on `plan`'s mesh
@@ -753,6 +815,7 @@ pub fn eval_step(model: &dyn Model, batch: usize, plan: Option<&Plan>) -> Result
     };
     let feeds = feeds_of(&g, &p.specs, &[], &fwd.inputs, c)?;
     let data_types = types_of(&g, &fwd.inputs)?;
+    let n_params = p.specs.len();
     let mut prog = StepProgram {
         graph: g,
         params: p.specs,
@@ -763,6 +826,7 @@ pub fn eval_step(model: &dyn Model, batch: usize, plan: Option<&Plan>) -> Result
         per_example: fwd.per_example.into_iter().map(|(n, _)| n).collect(),
         sharding: None,
         stages: Vec::new(),
+        trainable: vec![true; n_params],
     };
     if let Some(plan) = plan {
         prog.shard(plan)?;
