@@ -40,6 +40,15 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Sentence embeddings from a pretrained BERT: one JSON line per text.
     Embed(EmbedArgs),
+    /// The data pipeline's stages.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Polite web crawl into WARC (robots.txt, per-host delay, resumable frontier).
+    Crawl(crate::crawl_cmd::CrawlArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -210,6 +219,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Summary(args) => summary_cmd(&args),
         Command::Generate(args) => generate_cmd(&args),
         Command::Embed(args) => embed_cmd(&args),
+        Command::Data(DataCommand::Crawl(args)) => crate::crawl_cmd::run(&args),
     }
 }
 

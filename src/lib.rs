@@ -5,6 +5,7 @@ mod alloc;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod crawl_cmd;
 pub mod generate;
 pub mod keras;
 pub mod pretrained;
