@@ -47,3 +47,40 @@ pub fn run(args: &CrawlArgs) -> Result<()> {
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses_and_bad_keys_are_named() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cfg = load(&root.join(DEFAULT_CRAWL_CONFIG), &[]).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.delay_ms, 1000);
+        let cfg = load(
+            &root.join(DEFAULT_CRAWL_CONFIG),
+            &["crawl.max_pages=7".into()],
+        )
+        .unwrap();
+        assert_eq!(cfg.max_pages, 7);
+        let err = load(&root.join(DEFAULT_CRAWL_CONFIG), &["crawl.bogus=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("crawl") && err.contains("bogus"), "{err}");
+        let err = load(
+            &root.join(DEFAULT_CRAWL_CONFIG),
+            &["crawl.max_pages=\"many\"".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("crawl.max_pages"), "{err}");
+        let mut empty = cfg.clone();
+        empty.seeds.clear();
+        assert!(empty
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("crawl.seeds"));
+    }
+}

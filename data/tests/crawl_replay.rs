@@ -299,11 +299,13 @@ fn crawl_replayed_archives() {
 
     for (site, port, no) in [(&a, ports[0], disallowed), (&b, ports[1], "")] {
         let log = site.log.lock().unwrap().clone();
-        // Politeness: consecutive requests to one host at least the crawl-delay apart.
+        // Politeness: consecutive requests to one host at least the crawl-delay apart. The
+        // crawler counts the delay from each response's end, which comes after the server
+        // logged the request, so no scheduling jitter can make a logged gap shorter.
         for w in log.windows(2) {
             let gap = w[1].0 - w[0].0;
             assert!(
-                gap >= DELAY - Duration::from_millis(15),
+                gap >= DELAY,
                 "port {port}: {} then {} only {gap:?} apart",
                 w[0].1,
                 w[1].1
@@ -380,5 +382,28 @@ fn crawl_replayed_archives() {
         took.as_secs_f64(),
         report.skipped
     );
+    // For scripts/warcio_check.py: the WARC and the sha256 of every body sent, by URI.
+    if let Some(keep) = std::env::var_os("RXLA_KEEP_CRAWL") {
+        let keep = std::path::PathBuf::from(keep);
+        std::fs::create_dir_all(&keep).unwrap();
+        let name = report.warc[0].file_name().unwrap();
+        std::fs::copy(&report.warc[0], keep.join(name)).unwrap();
+        let mut sums = serde_json::Map::new();
+        for (site, port) in [(&a, ports[0]), (&b, ports[1])] {
+            for (k, body) in site.sent.lock().unwrap().iter() {
+                use sha2::Digest;
+                let hex: String = sha2::Sha256::digest(body)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                sums.insert(format!("http://127.0.0.1:{port}{k}"), hex.into());
+            }
+        }
+        std::fs::write(
+            keep.join("sent.json"),
+            serde_json::to_vec_pretty(&sums).unwrap(),
+        )
+        .unwrap();
+    }
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -2,7 +2,8 @@
 //!
 //! Politeness is kept per host (`scheme://host:port`): robots.txt first (RFC 9309 through the
 //! `texting_robots` parser: 4xx = allow all, 5xx or unreachable after retries = disallow all),
-//! a minimum gap between request starts (`delay_ms`, raised to the robots.txt `Crawl-delay`),
+//! a minimum gap between request starts and from each response's end to the next request
+//! (`delay_ms`, raised to the robots.txt `Crawl-delay`),
 //! at most `per_host_concurrency` requests at once. One scheduler task owns all state (no
 //! locks); fetches run as tokio tasks and report back over a channel. Retries (429, 5xx,
 //! timeouts, connection errors) go back through the scheduler, so they keep the host's delay,
@@ -59,7 +60,8 @@ pub struct CrawlConfig {
     /// Requests in flight over all hosts.
     pub concurrency: usize,
     pub per_host_concurrency: usize,
-    /// Least time between two request starts on one host (robots.txt may ask for more).
+    /// Least time on one host between two request starts, and from a response's end to the
+    /// next request (robots.txt may ask for more).
     pub delay_ms: u64,
     /// A robots.txt `Crawl-delay` above this is capped to it.
     pub max_crawl_delay_ms: u64,
@@ -340,10 +342,9 @@ async fn crawl(cfg: CrawlConfig, out: PathBuf, resume: bool) -> Result<CrawlRepo
 
     loop {
         c.dispatch();
-        if c.in_flight.is_empty() && !c.hosts.values().any(|h| h.in_flight > 0) {
-            if !c.has_dispatchable() {
-                break;
-            }
+        let idle = c.in_flight.is_empty() && !c.hosts.values().any(|h| h.in_flight > 0);
+        if idle && !c.has_dispatchable() {
+            break;
         }
         let wake = c.next_wake();
         tokio::select! {
@@ -611,6 +612,9 @@ impl Crawler {
                 };
                 let h = self.hosts.get_mut(&host).expect("host exists");
                 h.in_flight -= 1;
+                // The delay also runs from each response's end (the server saw the request
+                // before we saw the end, so the gap it sees is never shorter).
+                let end = now;
                 match result {
                     Ok((s, body)) if (200..300).contains(&s) => {
                         // An unparsable file is no rules (as a missing one).
@@ -623,6 +627,7 @@ impl Crawler {
                             }
                         }
                         h.robots = Robots::Ready(robot);
+                        h.next = h.next.max(end + h.delay);
                     }
                     Ok((s, _)) if (400..500).contains(&s) => h.robots = Robots::Ready(None),
                     _ => {
@@ -645,6 +650,7 @@ impl Crawler {
                 self.in_flight.remove(&item.url);
                 let h = self.hosts.get_mut(&host).expect("host exists");
                 h.in_flight -= 1;
+                h.next = h.next.max(now + h.delay);
                 match outcome {
                     Outcome::Retry { reason, after } => {
                         self.started_pages -= 1;

@@ -202,7 +202,7 @@ enum State<R: Read> {
     Raw(BufReader<Counting<R>>),
     /// Inside a gzip member.
     Member {
-        dec: BufReader<GzDecoder<BufReader<Counting<R>>>>,
+        dec: Box<BufReader<GzDecoder<BufReader<Counting<R>>>>>,
         offset: u64,
     },
     Poisoned,
@@ -256,7 +256,7 @@ impl<R: Read> WarcReader<R> {
                     }
                     if buf.starts_with(&[0x1f, 0x8b]) {
                         self.state = State::Member {
-                            dec: BufReader::with_capacity(1 << 16, GzDecoder::new(raw)),
+                            dec: Box::new(BufReader::with_capacity(1 << 16, GzDecoder::new(raw))),
                             offset,
                         };
                         continue;
@@ -272,7 +272,7 @@ impl<R: Read> WarcReader<R> {
                 }
                 State::Member { mut dec, offset } => {
                     let mut junk = None;
-                    let mut got = parse_record(&mut dec, &self.opts, offset, false, &mut junk);
+                    let mut got = parse_record(&mut *dec, &self.opts, offset, false, &mut junk);
                     if matches!(got, Parsed::Record(..)) {
                         // Reading on to the member's end checks its CRC before the record
                         // is handed out (a bit flip must not pass as data).
@@ -282,7 +282,7 @@ impl<R: Read> WarcReader<R> {
                     }
                     match got {
                         Parsed::Io(e) if is_gzip_error(&e) => {
-                            let mut raw = dec.into_inner().into_inner();
+                            let mut raw = (*dec).into_inner().into_inner();
                             let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
                                 SkipReason::Truncated
                             } else {
@@ -303,7 +303,7 @@ impl<R: Read> WarcReader<R> {
                         Parsed::Eof => {
                             self.note_junk(junk);
                             self.resyncing = false;
-                            self.state = State::Raw(dec.into_inner().into_inner());
+                            self.state = State::Raw((*dec).into_inner().into_inner());
                         }
                         got => {
                             self.state = State::Member { dec, offset };
