@@ -46,6 +46,9 @@ pub enum Command {
     Export(ExportArgs),
     /// A fine-tuned run's prediction: --text, --pair A B, or --question Q --context C.
     Predict(PredictArgs),
+    /// The data pipeline's stages.
+    #[command(subcommand)]
+    Data(DataCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -67,6 +70,12 @@ pub struct ExportArgs {
     /// The directory to write (must not exist).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Polite web crawl into WARC (robots.txt, per-host delay, resumable frontier).
+    Crawl(crate::crawl_cmd::CrawlArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -256,6 +265,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => embed_cmd(&args),
         Command::Export(args) => export_cmd(&args),
         Command::Predict(args) => crate::predict::predict_cmd(&args.query, || args.device.client()),
+        Command::Data(DataCommand::Crawl(args)) => crate::crawl_cmd::run(&args),
     }
 }
 

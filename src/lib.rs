@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod export;
 pub mod finetune;
+pub mod crawl_cmd;
 pub mod generate;
 pub mod keras;
 pub mod predict;

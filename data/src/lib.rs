@@ -5,6 +5,7 @@ pub mod datasets;
 pub mod host;
 pub mod images;
 pub mod mnist;
+pub mod pipeline;
 pub mod pretrain;
 pub mod source;
 pub mod tasks;
