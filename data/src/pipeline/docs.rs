@@ -106,7 +106,10 @@ impl DocWriter {
     pub fn write(&mut self, doc: &Doc) -> Result<()> {
         let mut line = serde_json::to_vec(doc)?;
         line.push(b'\n');
-        let enc = self.enc.as_mut().ok_or_else(|| anyhow!("writer finished"))?;
+        let enc = self
+            .enc
+            .as_mut()
+            .ok_or_else(|| anyhow!("writer finished"))?;
         enc.write_all(&line)
             .with_context(|| format!("writing {}", self.tmp.display()))?;
         self.docs += 1;
@@ -151,7 +154,9 @@ pub fn write_docs<'a>(path: &Path, docs: impl IntoIterator<Item = &'a Doc>) -> R
 pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let p = e.with_context(|| format!("listing {}", dir.display()))?.path();
+        let p = e
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
         let name = p.file_name().unwrap_or_default().to_string_lossy();
         if !name.starts_with('.')
             && (name.ends_with(".jsonl.zst") || name.ends_with(".jsonl"))

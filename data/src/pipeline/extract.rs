@@ -170,7 +170,11 @@ mod tests {
         );
         let e = extract_html(&html, Some("https://example.org/a")).unwrap();
         assert_eq!(e.title, "Budget news");
-        assert!(e.text.contains("Second.") && e.text.contains("Third."), "{}", e.text);
+        assert!(
+            e.text.contains("Second.") && e.text.contains("Third."),
+            "{}",
+            e.text
+        );
         for junk in ["Sport", "Weather", "Buy now", "Copyright"] {
             assert!(!e.text.contains(junk), "{junk} in {}", e.text);
         }
@@ -180,7 +184,10 @@ mod tests {
     #[test]
     fn bad_bytes_have_reasons() {
         assert_eq!(check_bytes(b"<p>caf\xe9</p>", 100), Err("not_utf8"));
-        assert_eq!(check_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0", 100), Err("binary"));
+        assert_eq!(
+            check_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0", 100),
+            Err("binary")
+        );
         assert_eq!(check_bytes(&[b'a'; 101], 100), Err("too_large"));
         assert_eq!(check_bytes(b"<p>ok</p>", 100), Ok("<p>ok</p>"));
         assert!(extract_html("", None).is_err());

@@ -7,6 +7,7 @@ pub mod dedup;
 pub mod docs;
 pub mod extract;
 pub mod filter;
+pub mod packages;
 pub mod shard;
 pub mod sources;
 pub mod tokenize;

@@ -166,7 +166,10 @@ pub fn for_each_item(
                 r.count("non_article_pages", skipped);
                 if let Err(e) = res {
                     r.reject("damaged_input");
-                    eprintln!("rxla data: {}: {e:#}; kept the pages before it", f.display());
+                    eprintln!(
+                        "rxla data: {}: {e:#}; kept the pages before it",
+                        f.display()
+                    );
                 }
             }
             "docs" => {

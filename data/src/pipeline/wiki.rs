@@ -90,7 +90,11 @@ pub fn for_each_page(input: impl BufRead, mut each: impl FnMut(Page) -> Result<(
 pub fn is_article(p: &Page) -> bool {
     (p.ns.is_empty() || p.ns == "0")
         && !p.redirect
-        && !p.wikitext.trim_start().to_ascii_lowercase().starts_with("#redirect")
+        && !p
+            .wikitext
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("#redirect")
 }
 
 /// An article as a document: id `wiki:<page id>`, title in metadata.
@@ -208,12 +212,10 @@ fn links(s: &str) -> String {
         let ns = target
             .split_once(':')
             .map(|(n, _)| n.trim().to_ascii_lowercase());
-        let dropped = matches!(
-            ns.as_deref(),
-            Some("file" | "image" | "category" | "media")
-        ) || ns
-            .as_deref()
-            .is_some_and(|n| (2..=3).contains(&n.len()) && n.chars().all(|c| c.is_ascii_lowercase()));
+        let dropped = matches!(ns.as_deref(), Some("file" | "image" | "category" | "media"))
+            || ns.as_deref().is_some_and(|n| {
+                (2..=3).contains(&n.len()) && n.chars().all(|c| c.is_ascii_lowercase())
+            });
         if !dropped {
             let label = body.rsplit('|').next().unwrap_or("");
             out.push_str(&links(if label.is_empty() { target } else { label }));
@@ -270,7 +272,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(pages.len(), 3);
-        assert_eq!((pages[0].title.as_str(), pages[0].id.as_str()), ("A & B", "7"));
+        assert_eq!(
+            (pages[0].title.as_str(), pages[0].id.as_str()),
+            ("A & B", "7")
+        );
         let arts: Vec<_> = pages.iter().filter(|p| is_article(p)).collect();
         assert_eq!(arts.len(), 1);
         let d = page_doc(arts[0]);
