@@ -16,3 +16,4 @@ pub mod wordpiece;
 pub use datasets::{epoch_batches, fetch, package, ImageSet, DATASETS};
 pub use host::HostArray;
 pub use source::DataSource;
+pub mod pipeline;
