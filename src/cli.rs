@@ -49,6 +49,11 @@ pub enum Command {
     /// The data pipeline's stages.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Compile the train and eval steps ahead of time for a target (a TPU topology or this
+    /// CPU): serialized executables, a manifest, per-device memory against capacity.
+    Compile(crate::compile_cmd::CompileArgs),
+    /// The persistent compile cache: `ls` shows its entries, `clear` removes them.
+    Cache(crate::cache_cmd::CacheArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -184,6 +189,10 @@ pub struct TrainArgs {
     /// starts fresh when there is none (one restart command for schedulers).
     #[arg(long, num_args = 0..=1, default_missing_value = "latest", value_name = "auto")]
     pub resume: Option<Resume>,
+    /// Load the executables `rxla compile --target cpu.. --out DIR` wrote instead of
+    /// compiling (refused when the manifest does not match this client and config).
+    #[arg(long, value_name = "DIR")]
+    pub compiled: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -215,10 +224,17 @@ pub struct DeviceArgs {
     /// cuda: default, platform, bfc or cuda_async (default: $XLA_PYTHON_CLIENT_ALLOCATOR).
     #[arg(long)]
     pub gpu_allocator: Option<String>,
+    /// Compile every program afresh: neither read nor write the compile cache
+    /// (also `RXLA_COMPILE_CACHE=0`).
+    #[arg(long)]
+    pub no_compile_cache: bool,
 }
 
 impl DeviceArgs {
     pub fn client(&self) -> Result<runtime::Client> {
+        if self.no_compile_cache {
+            runtime::cache::disable();
+        }
         provision::client(&ClientRequest {
             backend: self.backend,
             cpu_devices: self.cpu_devices,
@@ -266,6 +282,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => export_cmd(&args),
         Command::Predict(args) => crate::predict::predict_cmd(&args.query, || args.device.client()),
         Command::Data(DataCommand::Crawl(args)) => crate::crawl_cmd::run(&args),
+        Command::Cache(args) => crate::cache_cmd::run(&args),
+        Command::Compile(args) => crate::compile_cmd::run(&args),
     }
 }
 
@@ -394,6 +412,9 @@ fn train(args: &TrainArgs) -> Result<()> {
     let steps = total_steps(&cfg, data.steps_per_epoch())?;
     let opt = optimizer(&cfg, steps)?;
     let client = args.device.client_for(devices_needed(&cfg)?)?;
+    if let Some(dir) = &args.compiled {
+        crate::compile_cmd::use_compiled(dir, &cfg, &client, &args.config.config)?;
+    }
     let tokenizer = out.join(data::tokenizer::TOKENIZER_FILE);
     let init_weights = |p: &[models::ParamSpec]| crate::finetune::initial_weights(&cfg, p);
     let spec = RunSpec {

@@ -3,7 +3,9 @@
 
 mod alloc;
 pub mod bench;
+pub mod cache_cmd;
 pub mod cli;
+pub mod compile_cmd;
 pub mod config;
 pub mod export;
 pub mod finetune;

@@ -25,6 +25,12 @@ pub enum Registry {
     PipSdist,
     /// A tarball via `npm pack`.
     Npm,
+    /// A binary wheel for a fixed Python version and platform (`pip download
+    /// --python-version V --platform P --only-binary :all:`), whatever Python runs pip.
+    PipWheelFor {
+        python_version: &'static str,
+        platform: &'static str,
+    },
 }
 
 /// A package pinned by name, version and the sha256 of its archive.
@@ -39,7 +45,9 @@ pub struct PinnedPackage {
 impl PinnedPackage {
     fn spec(&self) -> String {
         match self.registry {
-            Registry::PipWheel | Registry::PipSdist => format!("{}=={}", self.name, self.version),
+            Registry::PipWheel | Registry::PipSdist | Registry::PipWheelFor { .. } => {
+                format!("{}=={}", self.name, self.version)
+            }
             Registry::Npm => format!("{}@{}", self.name, self.version),
         }
     }
@@ -126,7 +134,7 @@ fn fetch_into(pkg: &PinnedPackage, tmp: &Path, dest: &Path) -> Result<()> {
         dest.display()
     );
     let mut cmd = match pkg.registry {
-        Registry::PipWheel | Registry::PipSdist => {
+        Registry::PipWheel | Registry::PipSdist | Registry::PipWheelFor { .. } => {
             let mut c = Command::new("python3");
             c.args([
                 "-m",
@@ -138,6 +146,14 @@ fn fetch_into(pkg: &PinnedPackage, tmp: &Path, dest: &Path) -> Result<()> {
             ]);
             if pkg.registry == Registry::PipSdist {
                 c.args(["--no-binary", ":all:"]);
+            }
+            if let Registry::PipWheelFor {
+                python_version,
+                platform,
+            } = pkg.registry
+            {
+                c.args(["--python-version", python_version, "--platform", platform]);
+                c.args(["--only-binary", ":all:"]);
             }
             c.arg("-d").arg(&dl).arg(pkg.spec());
             c

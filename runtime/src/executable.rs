@@ -311,16 +311,7 @@ impl Executable {
     }
 
     pub fn memory_stats(&self) -> Result<MemoryStats> {
-        let mut args = ffi::PJRT_Executable_GetCompiledMemoryStats_Args::new();
-        args.executable = self.exe;
-        self.client.plugin_ref().call(&mut args)?;
-        Ok(MemoryStats {
-            generated_code_bytes: args.generated_code_size_in_bytes,
-            argument_bytes: args.argument_size_in_bytes,
-            output_bytes: args.output_size_in_bytes,
-            alias_bytes: args.alias_size_in_bytes,
-            temp_bytes: args.temp_size_in_bytes,
-        })
+        memory_stats_of(self.client.plugin_ref(), self.exe)
     }
 
     /// XLA's cost analysis of the compiled program (e.g. `flops`, `bytes accessed`).
@@ -336,34 +327,12 @@ impl Executable {
 
     /// The `flops` entry of the cost analysis, if the plugin reports it.
     pub fn flops(&self) -> Option<f64> {
-        self.cost_analysis()
-            .ok()?
-            .into_iter()
-            .find_map(|(k, v)| match (k.as_str(), v) {
-                ("flops", crate::NamedValue::Float(f)) => Some(f as f64),
-                ("flops", crate::NamedValue::Int64(i)) => Some(i as f64),
-                _ => None,
-            })
+        flops_of(self.cost_analysis().ok()?)
     }
 
     /// Plugin-specific bytes; they load only into the same plugin build.
     pub fn serialize(&self) -> Result<Vec<u8>> {
-        let mut args = ffi::PJRT_Executable_Serialize_Args::new();
-        args.executable = self.exe;
-        self.client.plugin_ref().call(&mut args)?;
-        // SAFETY: bytes live until the deleter runs, right after the copy.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                args.serialized_bytes as *const u8,
-                args.serialized_bytes_size,
-            )
-            .to_vec()
-        };
-        if let Some(deleter) = args.serialized_executable_deleter {
-            // SAFETY: called exactly once on the object the plugin gave us.
-            unsafe { deleter(args.serialized_executable) };
-        }
-        Ok(bytes)
+        serialize_of(self.client.plugin_ref(), self.exe)
     }
 
     /// Runs on a single device.
@@ -474,4 +443,50 @@ impl Executable {
         }
         Ok(())
     }
+}
+
+pub(crate) fn memory_stats_of(
+    plugin: &crate::plugin::Plugin,
+    exe: *mut ffi::PJRT_Executable,
+) -> Result<MemoryStats> {
+    let mut args = ffi::PJRT_Executable_GetCompiledMemoryStats_Args::new();
+    args.executable = exe;
+    plugin.call(&mut args)?;
+    Ok(MemoryStats {
+        generated_code_bytes: args.generated_code_size_in_bytes,
+        argument_bytes: args.argument_size_in_bytes,
+        output_bytes: args.output_size_in_bytes,
+        alias_bytes: args.alias_size_in_bytes,
+        temp_bytes: args.temp_size_in_bytes,
+    })
+}
+
+pub(crate) fn flops_of(costs: Vec<(String, crate::NamedValue)>) -> Option<f64> {
+    costs.into_iter().find_map(|(k, v)| match (k.as_str(), v) {
+        ("flops", crate::NamedValue::Float(f)) => Some(f as f64),
+        ("flops", crate::NamedValue::Int64(i)) => Some(i as f64),
+        _ => None,
+    })
+}
+
+pub(crate) fn serialize_of(
+    plugin: &crate::plugin::Plugin,
+    exe: *mut ffi::PJRT_Executable,
+) -> Result<Vec<u8>> {
+    let mut args = ffi::PJRT_Executable_Serialize_Args::new();
+    args.executable = exe;
+    plugin.call(&mut args)?;
+    // SAFETY: bytes live until the deleter runs, right after the copy.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            args.serialized_bytes as *const u8,
+            args.serialized_bytes_size,
+        )
+        .to_vec()
+    };
+    if let Some(deleter) = args.serialized_executable_deleter {
+        // SAFETY: called exactly once on the object the plugin gave us.
+        unsafe { deleter(args.serialized_executable) };
+    }
+    Ok(bytes)
 }

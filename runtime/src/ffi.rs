@@ -75,6 +75,8 @@ pub enum PJRT_SerializedExecutable {}
 pub enum PJRT_Extension_Base {}
 pub enum PJRT_ExecuteContext {}
 pub enum PJRT_Buffer_MemoryLayout {}
+pub enum PJRT_TopologyDescription {}
+pub enum PJRT_SerializedTopology {}
 
 pub type PJRT_Error_Code = c_int;
 pub type PJRT_NamedValue_Type = c_int;
@@ -90,6 +92,7 @@ pub const HOST_BUFFER_IMMUTABLE_ONLY_DURING_CALL: PJRT_HostBufferSemantics = 0;
 
 pub type KvCallback = Option<unsafe extern "C" fn(*mut c_void) -> *mut PJRT_Error>;
 pub type SerializedDeleter = Option<unsafe extern "C" fn(*mut PJRT_SerializedExecutable)>;
+pub type SerializedTopologyDeleter = Option<unsafe extern "C" fn(*mut PJRT_SerializedTopology)>;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -504,6 +507,60 @@ pjrt_struct! {
         buffer: *mut PJRT_Buffer,
         event: *mut PJRT_Event,
     }
+    PJRT_TopologyDescription_Create_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        topology_name: *const c_char,
+        topology_name_size: usize,
+        create_options: *const PJRT_NamedValue,
+        num_options: usize,
+        topology: *mut PJRT_TopologyDescription,
+    }
+    PJRT_TopologyDescription_Destroy_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        topology: *mut PJRT_TopologyDescription,
+    }
+    PJRT_TopologyDescription_PlatformVersion_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        topology: *mut PJRT_TopologyDescription,
+        platform_version: *const c_char,
+        platform_version_size: usize,
+    }
+    PJRT_TopologyDescription_PlatformName_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        topology: *const PJRT_TopologyDescription,
+        platform_name: *const c_char,
+        platform_name_size: usize,
+    }
+    PJRT_TopologyDescription_GetDeviceDescriptions_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        topology: *const PJRT_TopologyDescription,
+        descriptions: *const *mut PJRT_DeviceDescription,
+        num_descriptions: usize,
+    }
+    PJRT_TopologyDescription_Serialize_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        topology: *mut PJRT_TopologyDescription,
+        serialized_bytes: *const c_char,
+        serialized_bytes_size: usize,
+        serialized_topology: *mut PJRT_SerializedTopology,
+        serialized_topology_deleter: SerializedTopologyDeleter,
+    }
+    PJRT_Compile_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        topology: *const PJRT_TopologyDescription,
+        program: *const PJRT_Program,
+        compile_options: *const c_char,
+        compile_options_size: usize,
+        client: *mut PJRT_Client,
+        executable: *mut PJRT_Executable,
+    }
 }
 
 /// Every PJRT function takes a pointer to its args struct and returns an error or null.
@@ -561,7 +618,17 @@ macro_rules! pjrt_api {
 }
 
 /// Diagnostics rxla calls when present (a plugin without them still loads).
-pub const OPTIONAL_FUNCTIONS: &[&str] = &["PJRT_Device_MemoryStats"];
+/// Topologies and compiling without a client are for ahead-of-time compilation only.
+pub const OPTIONAL_FUNCTIONS: &[&str] = &[
+    "PJRT_Device_MemoryStats",
+    "PJRT_TopologyDescription_Create",
+    "PJRT_TopologyDescription_Destroy",
+    "PJRT_TopologyDescription_PlatformName",
+    "PJRT_TopologyDescription_PlatformVersion",
+    "PJRT_TopologyDescription_GetDeviceDescriptions",
+    "PJRT_TopologyDescription_Serialize",
+    "PJRT_Compile",
+];
 
 pjrt_api! {
     PJRT_Error_Destroy => PJRT_Error_Destroy_Args,
@@ -646,14 +713,14 @@ pjrt_api! {
     PJRT_CopyToDeviceStream_TotalBytes,
     PJRT_CopyToDeviceStream_GranuleSize,
     PJRT_CopyToDeviceStream_CurrentBytes,
-    PJRT_TopologyDescription_Create,
-    PJRT_TopologyDescription_Destroy,
-    PJRT_TopologyDescription_PlatformName,
-    PJRT_TopologyDescription_PlatformVersion,
-    PJRT_TopologyDescription_GetDeviceDescriptions,
-    PJRT_TopologyDescription_Serialize,
+    PJRT_TopologyDescription_Create => PJRT_TopologyDescription_Create_Args,
+    PJRT_TopologyDescription_Destroy => PJRT_TopologyDescription_Destroy_Args,
+    PJRT_TopologyDescription_PlatformName => PJRT_TopologyDescription_PlatformName_Args,
+    PJRT_TopologyDescription_PlatformVersion => PJRT_TopologyDescription_PlatformVersion_Args,
+    PJRT_TopologyDescription_GetDeviceDescriptions => PJRT_TopologyDescription_GetDeviceDescriptions_Args,
+    PJRT_TopologyDescription_Serialize => PJRT_TopologyDescription_Serialize_Args,
     PJRT_TopologyDescription_Attributes,
-    PJRT_Compile,
+    PJRT_Compile => PJRT_Compile_Args,
     PJRT_Executable_OutputElementTypes => PJRT_Executable_OutputElementTypes_Args,
     PJRT_Executable_OutputDimensions => PJRT_Executable_OutputDimensions_Args,
     PJRT_Buffer_CopyToMemory,

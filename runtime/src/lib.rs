@@ -8,6 +8,7 @@
 //! ```
 
 mod buffer;
+pub mod cache;
 mod client;
 mod dtype;
 mod error;
@@ -18,6 +19,7 @@ mod plugin;
 mod proto;
 pub mod provision;
 mod sharded;
+mod topology;
 
 pub use buffer::Buffer;
 pub use client::{Client, CreateOptions, Device, DeviceMemoryStats};
@@ -27,3 +29,4 @@ pub use executable::{CompileOptions, Executable, MemoryStats};
 pub use half::{bf16, f16};
 pub use plugin::{NamedValue, Plugin};
 pub use sharded::{ShardLayout, ShardedArray};
+pub use topology::{CompiledProgram, Topology, TopologyDevice};

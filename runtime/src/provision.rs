@@ -64,6 +64,45 @@ pub fn pjrt_header() -> Result<PathBuf> {
     Ok(ensure_package(&HEADER_PACKAGE)?.join("xla_plugins/xla_cpu_pjrt/include/pjrt_c_api.h"))
 }
 
+/// libtpu, the TPU PJRT plugin; also a compile-only plugin on any x86-64 Linux machine
+/// (ahead-of-time compilation for TPU topologies, `rxla compile`). The wheel is tagged for
+/// CPython 3.11, so it is fetched for that tag whatever Python runs pip.
+pub const LIBTPU: PinnedPackage = PinnedPackage {
+    registry: Registry::PipWheelFor {
+        python_version: "3.11",
+        platform: "manylinux_2_31_x86_64",
+    },
+    name: "libtpu",
+    version: "0.0.42.1",
+    sha256: "4d9975c446f594b0b517510b3db2fc9df65acd9a08f253c638fff5eb6bce163e",
+};
+const LIBTPU_FILE: &str = "libtpu/libtpu.so";
+
+/// The libtpu in the cache if it was fetched before (no fetch, no Python).
+pub fn cached_libtpu() -> Option<PathBuf> {
+    let dir = files::fetch::cache_dir()
+        .join("packages")
+        .join(format!("{}-{}", LIBTPU.name, LIBTPU.version));
+    let so = dir.join(LIBTPU_FILE);
+    (dir.join(".rxla-complete").is_file() && so.is_file()).then_some(so)
+}
+
+/// libtpu for compiling without TPUs: `RXLA_PJRT_PLUGIN`, else `$TPU_LIBRARY_PATH`, else
+/// the pinned [`LIBTPU`] (fetched into the cache on first use). Sets `TPU_SKIP_MDS_QUERY=1`
+/// (unless set) so the plugin does not look for a metadata server this machine lacks.
+pub fn tpu_plugin_path() -> Result<PathBuf> {
+    if std::env::var_os("TPU_SKIP_MDS_QUERY").is_none() {
+        std::env::set_var("TPU_SKIP_MDS_QUERY", "1");
+    }
+    if let Some(p) = std::env::var_os("RXLA_PJRT_PLUGIN").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("TPU_LIBRARY_PATH").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    Ok(ensure_package(&LIBTPU)?.join(LIBTPU_FILE))
+}
+
 /// Backend from the argument, else `RXLA_BACKEND`, else CPU.
 pub fn backend_from_env(arg: Option<Backend>) -> Result<Backend> {
     if let Some(b) = arg {
@@ -114,14 +153,11 @@ pub fn plugin_path(backend: Backend) -> Result<PathBuf> {
             for dir in python_site_dirs() {
                 candidates.push(dir.join("libtpu").join("libtpu.so"));
             }
-            first_file(&candidates).ok_or_else(|| {
-                err(
-                    "no TPU PJRT plugin found (looked for libtpu/libtpu.so in Python's \
-                     site-packages and $TPU_LIBRARY_PATH); install it with `python3 -m pip \
-                     install libtpu`, or set RXLA_PJRT_PLUGIN=/path/to/libtpu.so"
-                        .into(),
-                )
-            })
+            // Else the pinned libtpu, fetched into the cache.
+            match first_file(&candidates) {
+                Some(p) => Ok(p),
+                None => Ok(ensure_package(&LIBTPU)?.join(LIBTPU_FILE)),
+            }
         }
     }
 }

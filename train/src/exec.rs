@@ -5,6 +5,7 @@ use data::HostArray;
 use graph::interp::HostTensor;
 use graph::{DType, Graph, TensorType};
 use lower::LowerOptions;
+use runtime::cache::CacheOutcome;
 use runtime::{
     bf16, f16, Buffer, Client, CompileOptions, ElementType, Executable, ShardLayout, ShardedArray,
 };
@@ -127,19 +128,31 @@ pub fn to_host(b: &Buffer) -> Result<HostTensor> {
         .ok_or_else(|| anyhow!("buffer size does not match its dims"))
 }
 
-/// Lowers and compiles a graph; returns the StableHLO text too (for errors and `rxla lower`).
+/// Lowers and compiles a graph (through the compile cache); returns the StableHLO text too
+/// (for errors and `rxla lower`).
 pub fn compile(
     client: &Client,
     g: &Graph,
     lower_opts: &LowerOptions,
     compile_opts: &CompileOptions,
 ) -> Result<(String, Executable)> {
+    let (mlir, exe, _) = compile_cached(client, g, lower_opts, compile_opts)?;
+    Ok((mlir, exe))
+}
+
+/// [`compile`], also saying whether the executable came from the persistent compile cache.
+pub fn compile_cached(
+    client: &Client,
+    g: &Graph,
+    lower_opts: &LowerOptions,
+    compile_opts: &CompileOptions,
+) -> Result<(String, Executable, CacheOutcome)> {
     let mlir =
         lower::lower(g, lower_opts).with_context(|| format!("lowering graph `{}`", g.name))?;
-    let exe = client
-        .compile(&mlir, compile_opts)
+    let (exe, outcome, _) = client
+        .compile_cached(&mlir, compile_opts)
         .with_context(|| format!("compiling graph `{}` with XLA", g.name))?;
-    Ok((mlir, exe))
+    Ok((mlir, exe, outcome))
 }
 
 /// Host arrays onto devices (a trait because `HostArray` lives in `data`, which has no PJRT).

@@ -78,7 +78,7 @@ pub fn matmul_flops_per_s(client: &Client, operand: DType) -> Result<f64> {
     %0 = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : ({t}, {t}) -> tensor<{n}x{n}xf32>
     return %0 : tensor<{n}x{n}xf32> }} }}"
     );
-    let exe = client.compile(&prog, &CompileOptions::default())?;
+    let (exe, _, _) = client.compile_cached(&prog, &CompileOptions::default())?;
     let halves = HostTensor::new(
         TensorType::new(operand, [n, n]),
         vec![0.5; (n * n) as usize],

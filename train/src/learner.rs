@@ -757,6 +757,21 @@ pub struct RunSpec<'a> {
         Option<&'a dyn Fn(&[nn::ParamSpec]) -> Result<Option<Vec<Option<crate::tensor::Tensor>>>>>,
 }
 
+/// `compile: cached (..)` when both programs came from the compile cache, else the seconds.
+fn compile_line(train_c: &Compiled, eval_c: &Compiled) -> String {
+    let what = if train_c.cached && eval_c.cached {
+        "cached".to_string()
+    } else if train_c.cached || eval_c.cached {
+        "partly cached".to_string()
+    } else {
+        "compiled".to_string()
+    };
+    format!(
+        "rxla: compile: {what} (train step {:.2}s, eval step {:.2}s)",
+        train_c.compile_s, eval_c.compile_s
+    )
+}
+
 /// `rxla train`: compiles the model's programs, runs the [`Learner`] with `callbacks`, and
 /// writes `config.json`, `metrics.jsonl`, `summary.json` and `checkpoints/` under `spec.out`.
 /// Returns the summary (with `stopped_by_signal` when interrupted). The caller holds the
@@ -807,6 +822,7 @@ pub fn train<'a>(
         None => crate::flops::measured_peak_flops(client)?,
     };
     let say = |m: &str| eprintln!("{m}");
+    say(&compile_line(&train_c, &eval_c));
     say(&format!("rxla: {}", pass_report.line()));
     if pass_report.precision.is_some()
         && client.platform_name() == "cpu"

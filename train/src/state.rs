@@ -34,6 +34,8 @@ pub struct Compiled {
     pub prog: StepProgram,
     pub exe: Executable,
     pub compile_s: f64,
+    /// Loaded from the persistent compile cache instead of compiled.
+    pub cached: bool,
 }
 
 pub fn compile_program(client: &Client, prog: StepProgram) -> Result<Compiled> {
@@ -46,7 +48,7 @@ pub fn compile_program(client: &Client, prog: StepProgram) -> Result<Compiled> {
         );
     }
     let t = Instant::now();
-    let (_, exe) = crate::exec::compile(
+    let (_, exe, outcome) = crate::exec::compile_cached(
         client,
         &prog.graph,
         &prog.lower_options(),
@@ -56,6 +58,7 @@ pub fn compile_program(client: &Client, prog: StepProgram) -> Result<Compiled> {
         prog,
         exe,
         compile_s: t.elapsed().as_secs_f64(),
+        cached: outcome.is_hit(),
     })
 }
 
