@@ -6,6 +6,7 @@ pub mod host;
 pub mod images;
 pub mod mnist;
 pub mod pretrain;
+pub mod rows;
 pub mod source;
 pub mod text;
 pub mod tokenizer;
@@ -13,4 +14,5 @@ pub mod wordpiece;
 
 pub use datasets::{epoch_batches, fetch, package, ImageSet, DATASETS};
 pub use host::HostArray;
+pub use rows::process_rows;
 pub use source::DataSource;
