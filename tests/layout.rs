@@ -15,14 +15,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("nn", &["graph"]),
     ("models", &["graph", "nn"]),
     ("data", &["files"]),
+    ("dist", &[]),
     (
         "train",
-        &["graph", "lower", "runtime", "nn", "data", "files"],
+        &["graph", "lower", "runtime", "nn", "data", "files", "dist"],
     ),
     (
         "rxla",
         &[
-            "graph", "lower", "files", "runtime", "nn", "models", "data", "train",
+            "graph", "lower", "files", "runtime", "nn", "models", "data", "train", "dist",
         ],
     ),
 ];

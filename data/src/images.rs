@@ -65,6 +65,23 @@ impl DataSource for ImageClassification {
         Ok(Self::arrays(&self.train, idx))
     }
 
+    /// Gathers only these rows' images.
+    fn train_rows(&mut self, step: usize, rows: std::ops::Range<usize>) -> Result<Vec<HostArray>> {
+        let per = self.steps_per_epoch().max(1);
+        let (epoch, i) = (step / per, step % per);
+        if self.epoch.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            self.epoch = Some((
+                epoch,
+                epoch_batches(self.train.n, self.batch, self.seed, epoch as u64),
+            ));
+        }
+        let idx = &self.epoch.as_ref().expect("epoch order").1[i];
+        let Some(mine) = idx.get(rows.clone()) else {
+            anyhow::bail!("rows {rows:?} of a batch of {}", idx.len());
+        };
+        Ok(Self::arrays(&self.train, mine))
+    }
+
     fn eval_batches(&self, batch: usize) -> Result<Vec<(Vec<HostArray>, usize)>> {
         if batch == 0 {
             anyhow::bail!("eval batch size must be positive");

@@ -7,6 +7,7 @@ pub mod images;
 pub mod mnist;
 pub mod pipeline;
 pub mod pretrain;
+pub mod rows;
 pub mod source;
 pub mod tasks;
 pub mod text;
@@ -15,5 +16,6 @@ pub mod wordpiece;
 
 pub use datasets::{epoch_batches, fetch, package, ImageSet, DATASETS};
 pub use host::HostArray;
+pub use rows::process_rows;
 pub use source::DataSource;
 pub mod pipeline;

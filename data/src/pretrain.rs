@@ -332,6 +332,17 @@ impl DataSource for BertPretrainData {
         Ok(to_inputs(&self.train_examples(step), self.seq_len()))
     }
 
+    /// Every example is its own (seed, step, row) stream: build only these rows.
+    fn train_rows(&mut self, step: usize, rows: std::ops::Range<usize>) -> Result<Vec<HostArray>> {
+        if rows.end > self.batch {
+            anyhow::bail!("rows {rows:?} of a batch of {}", self.batch);
+        }
+        let ex: Vec<Example> = rows
+            .map(|r| self.train.example(key(self.seed, 0, step as u64, r as u64)))
+            .collect();
+        Ok(to_inputs(&ex, self.seq_len()))
+    }
+
     /// A fixed set of held-out examples (seed-independent, so runs compare).
     fn eval_batches(&self, batch: usize) -> Result<Vec<(Vec<HostArray>, usize)>> {
         let all: Vec<Example> = (0..self.eval_examples)

@@ -1,5 +1,7 @@
 //! Where a training loop's batches come from.
 
+use std::ops::Range;
+
 use anyhow::Result;
 
 use crate::host::HostArray;
@@ -13,6 +15,16 @@ pub trait DataSource {
     fn steps_per_epoch(&self) -> usize;
     /// The data inputs of training step `step` (in the model's input order).
     fn train_batch(&mut self, step: usize) -> Result<Vec<HostArray>>;
+    /// Rows `rows` of training step `step`'s batch: one process's part of the global batch
+    /// (see [`crate::rows`]). Equal to those rows of `train_batch(step)`; sources override it
+    /// to build only these rows.
+    fn train_rows(&mut self, step: usize, rows: Range<usize>) -> Result<Vec<HostArray>> {
+        Ok(self
+            .train_batch(step)?
+            .iter()
+            .map(|a| a.rows(rows.clone()))
+            .collect())
+    }
     /// Evaluation batches of `batch` examples: inputs and how many leading examples are real
     /// (the last batch is padded).
     fn eval_batches(&self, batch: usize) -> Result<Vec<(Vec<HostArray>, usize)>>;

@@ -427,6 +427,15 @@ impl DataSource for LmData {
         Ok(self.arrays(&self.train, &starts))
     }
 
+    /// Reads only these rows' windows (the starts of a step are cheap draws).
+    fn train_rows(&mut self, step: usize, rows: std::ops::Range<usize>) -> Result<Vec<HostArray>> {
+        let starts = self.train_starts(step);
+        let Some(mine) = starts.get(rows.clone()) else {
+            bail!("rows {rows:?} of a batch of {}", starts.len());
+        };
+        Ok(self.arrays(&self.train, mine))
+    }
+
     fn eval_batches(&self, batch: usize) -> Result<Vec<(Vec<HostArray>, usize)>> {
         if batch == 0 {
             bail!("eval batch size must be positive");

@@ -11,6 +11,8 @@ use crate::plugin::{str_from, NamedValue, Plugin};
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
     pub options: Vec<(String, NamedValue)>,
+    /// The job's key-value store, for a client of a multi-process job.
+    pub kv_store: Option<crate::kv::KvStoreOption>,
 }
 
 impl CreateOptions {
@@ -20,6 +22,19 @@ impl CreateOptions {
 
     pub fn set(mut self, name: impl Into<String>, value: NamedValue) -> Self {
         self.options.push((name.into(), value));
+        self
+    }
+
+    /// Hands the plugin a job-wide key-value store (keys get `prefix`, e.g. `"cuda:"`).
+    pub fn key_value_store(
+        mut self,
+        prefix: impl Into<String>,
+        store: std::sync::Arc<dyn crate::kv::KeyValueStore>,
+    ) -> Self {
+        self.kv_store = Some(crate::kv::KvStoreOption {
+            prefix: prefix.into(),
+            store,
+        });
         self
     }
 
@@ -65,6 +80,8 @@ pub(crate) struct ClientInner {
     pub(crate) devices: Vec<Device>,
     /// Indices into `devices` of the addressable ones, in the client's order.
     pub(crate) addressable: Vec<usize>,
+    /// The key-value store the plugin's callbacks reach; freed after the client (Drop order).
+    pub(crate) _kv: Option<Box<crate::kv::KvTarget>>,
 }
 
 // SAFETY: PJRT clients are thread-safe by contract.
@@ -134,6 +151,15 @@ impl Client {
         let mut args = ffi::PJRT_Client_Create_Args::new();
         args.create_options = raw_values.as_ptr();
         args.num_options = raw_values.len();
+        let kv = options.kv_store.as_ref().map(|o| {
+            Box::new(crate::kv::KvTarget {
+                prefix: o.prefix.clone(),
+                store: o.store.clone(),
+            })
+        });
+        if let Some(t) = &kv {
+            crate::kv::install(&mut args, t);
+        }
         plugin.call(&mut args)?;
         let raw = args.client;
 
@@ -151,6 +177,7 @@ impl Client {
             process_index: 0,
             devices: Vec::new(),
             addressable: Vec::new(),
+            _kv: kv,
         };
         plugin.call(&mut name)?;
         plugin.call(&mut version)?;

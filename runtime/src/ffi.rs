@@ -561,7 +561,47 @@ pjrt_struct! {
         client: *mut PJRT_Client,
         executable: *mut PJRT_Executable,
     }
+    // The key-value store callbacks a multi-process client is created with (runtime/src/kv.rs).
+    PJRT_KeyValueGetCallback_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        key: *const c_char,
+        key_size: usize,
+        timeout_in_ms: c_int,
+        callback_error: CallbackError,
+        user_arg: *mut c_void,
+        value: *mut c_char,
+        value_size: usize,
+        value_deleter_callback: ValueDeleter,
+    }
+    PJRT_KeyValueTryGetCallback_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        key: *const c_char,
+        key_size: usize,
+        callback_error: CallbackError,
+        user_arg: *mut c_void,
+        value: *mut c_char,
+        value_size: usize,
+        value_deleter_callback: ValueDeleter,
+    }
+    PJRT_KeyValuePutCallback_Args {
+        struct_size: usize,
+        extension_start: *mut PJRT_Extension_Base,
+        key: *const c_char,
+        key_size: usize,
+        value: *const c_char,
+        value_size: usize,
+        callback_error: CallbackError,
+        user_arg: *mut c_void,
+    }
 }
+
+/// `PJRT_CallbackError`: makes the plugin's error object for a callback's failure.
+pub type CallbackError =
+    Option<unsafe extern "C" fn(PJRT_Error_Code, *const c_char, usize) -> *mut PJRT_Error>;
+/// Frees a value a get callback returned.
+pub type ValueDeleter = Option<unsafe extern "C" fn(*mut c_char)>;
 
 /// Every PJRT function takes a pointer to its args struct and returns an error or null.
 pub type PjrtFn = Option<unsafe extern "C" fn(*mut c_void) -> *mut PJRT_Error>;

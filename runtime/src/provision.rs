@@ -211,6 +211,17 @@ pub struct ClientRequest {
 
 /// The one-call way to a client: provision the plugin, load it, create the client.
 pub fn client(req: &ClientRequest) -> Result<Client> {
+    create(req, None)
+}
+
+/// A client for process `process_id` of a multi-process job: the plugin gets the job's
+/// key-value store and the create options its backend takes for it (see
+/// [`crate::kv::job_options`]).
+pub fn client_in_job(req: &ClientRequest, job: &crate::kv::Job) -> Result<Client> {
+    create(req, Some(job))
+}
+
+fn create(req: &ClientRequest, job: Option<&crate::kv::Job>) -> Result<Client> {
     let backend = backend_from_env(req.backend)?;
     if req.verbose && std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
         std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "0");
@@ -242,6 +253,9 @@ pub fn client(req: &ClientRequest) -> Result<Client> {
             ));
         }
         opts = opts.cpu_device_count(n);
+    }
+    if let Some(job) = job {
+        opts = crate::kv::job_options(backend, job, opts);
     }
     Client::new(plugin, &opts).map_err(|e| cuda_hint(backend, e))
 }

@@ -198,9 +198,11 @@ fn read_state(dir: &Path) -> Result<CheckpointState> {
         .with_context(|| format!("reading {}", state_path.display()))?;
     let state: CheckpointState = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid checkpoint state", state_path.display()))?;
-    if state.format != FORMAT_F32 && state.format != FORMAT_TYPED {
+    let sharded = crate::sharded_checkpoint::FORMAT_SHARDED;
+    if state.format != FORMAT_F32 && state.format != FORMAT_TYPED && state.format != sharded {
         bail!(
-            "{} has checkpoint format {}, this rxla reads formats {FORMAT_F32} and {FORMAT_TYPED}",
+            "{} has checkpoint format {}, this rxla reads formats {FORMAT_F32}, {FORMAT_TYPED} \
+             and {sharded} (written by every process of a job)",
             dir.display(),
             state.format
         );
@@ -235,12 +237,29 @@ pub fn is_checkpoint(dir: &Path) -> bool {
 /// The parameter file of checkpoint `dir`, verified: its path and bytes (any dtype).
 pub fn params_file(dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
     let state = read_state(dir)?;
+    if state.format == crate::sharded_checkpoint::FORMAT_SHARDED {
+        // Written by a job: the logical tensors, assembled from every process's tiles.
+        let (params, _) = crate::sharded_checkpoint::assemble(dir, &state)?;
+        return Ok((dir.join(PARAMS), tensor::encode(&params)?));
+    }
     Ok((dir.join(PARAMS), read_verified(dir, &state, PARAMS)?))
 }
 
 /// Loads and verifies a checkpoint directory (checksums, format) with f32 tensors.
 pub fn load(dir: &Path) -> Result<Checkpoint> {
     let state = read_state(dir)?;
+    if state.format == crate::sharded_checkpoint::FORMAT_SHARDED {
+        let (params, optimizer) = crate::sharded_checkpoint::assemble(dir, &state)?;
+        for f in &state.files {
+            read_verified(dir, &state, f)?;
+        }
+        return Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            state,
+            params,
+            optimizer,
+        });
+    }
     let params = decode_f32(&read_verified(dir, &state, PARAMS)?, &dir.join(PARAMS))?;
     let optimizer = decode_f32(
         &read_verified(dir, &state, OPTIMIZER)?,
