@@ -18,4 +18,3 @@ pub use datasets::{epoch_batches, fetch, package, ImageSet, DATASETS};
 pub use host::HostArray;
 pub use rows::process_rows;
 pub use source::DataSource;
-pub mod pipeline;
