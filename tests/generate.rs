@@ -20,6 +20,9 @@ fn cfg() -> GptConfig {
         n_heads: 4,
         dropout: 0.0,
         tied_head: false,
+        attention: Default::default(),
+        reversible: false,
+        ff_chunks: 1,
     }
 }
 

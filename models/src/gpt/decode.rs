@@ -110,6 +110,9 @@ mod tests {
             n_heads: 2,
             dropout: 0.0,
             tied_head: false,
+            attention: Default::default(),
+            reversible: false,
+            ff_chunks: 1,
         };
         let model = Gpt(c.clone());
         // Full forward over [3, 1, 4, 1] (right-padded to 6).
