@@ -2,7 +2,8 @@
 //! attention kernel at T = 1k .. 16k, and of reversible vs plain stacks at 2 .. 16 layers
 //! (T = 4k). The numbers are XLA's buffer assignment for the compiled step (PJRT's
 //! compiled memory stats: no step is run), so they do not depend on machine load.
-//! `cargo bench --bench attention_memory [-- MAX_T]`; numbers go in notes, never asserted.
+//! `cargo bench --bench attention_memory [-- MAX_T] [depth]` (`depth`: only the depth
+//! table); numbers go in notes, never asserted.
 
 use models::gpt::{Gpt, GptConfig};
 use nn::AttentionConfig;
@@ -83,10 +84,11 @@ fn main() -> anyhow::Result<()> {
         .find(|a| !a.starts_with('-'))
         .and_then(|a| a.parse().ok())
         .unwrap_or(16384);
+    let depth_only = std::env::args().any(|a| a == "depth");
     let client = runtime::provision::cpu_client(1)?;
     let ts: Vec<usize> = [1024, 2048, 4096, 8192, 16384]
         .into_iter()
-        .filter(|&t| t <= max_t)
+        .filter(|&t| t <= max_t && !depth_only)
         .collect();
     println!("compiled temp MiB of the GPT train step (d 128, 2 layers, batch 1)");
     print!("| kernel |");
@@ -95,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!(" growth per doubling (last) |");
     println!("|---|{}---|", "---|".repeat(ts.len()));
-    for k in 0..kernels(1024).len() {
+    for k in 0..kernels(1024).len() * usize::from(!depth_only) {
         let name = kernels(1024)[k].0;
         print!("| {name} |");
         let mut last = Vec::new();

@@ -6,6 +6,7 @@
 //! Models compose layers; they never see meshes, stages or step programs.
 
 pub mod attention;
+pub mod attention_config;
 pub mod conv;
 pub mod dropout;
 pub mod embedding;
@@ -21,13 +22,16 @@ pub mod repeat;
 pub mod reversible;
 
 pub use attention::{AttentionKernel, MultiHeadAttention};
+pub use attention_config::AttentionConfig;
 pub use conv::{Conv2d, Pool2d};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
-pub use kernels::AttentionConfig;
 pub use linear::Linear;
 pub use mlp::Mlp;
 pub use model::{Forward, Mode, Model};
 pub use norm::LayerNorm;
 pub use param::{axis, scoped, Init, ParamSpec, Params, Weights};
 pub use repeat::{repeated, Repeat, RepeatHook};
+
+#[cfg(test)]
+mod kernel_tests;

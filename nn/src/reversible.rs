@@ -211,7 +211,11 @@ impl<B: Rebind> RevBlocks<'_, B> {
                         .zip(&df[1..])
                         .map(|(&a, &c)| bg.add(a, c))
                         .collect::<graph::Result<_>>()?;
-                    (y1, y2, d1, d2) = (x1, x2, d1n, d2n);
+                    // The rebuilt inputs leave with this block's cotangents: XLA cannot
+                    // hoist the whole reconstruction chain ahead of the gradients (which
+                    // would keep every block's inputs alive again).
+                    let v = bg.optimization_barrier(&[x1, x2, d1n, d2n])?;
+                    (y1, y2, d1, d2) = (v[0], v[1], v[2], v[3]);
                 }
                 let mut res = vec![Some(d1), Some(d2)];
                 res.extend((0..ne).map(|_| None));

@@ -5,9 +5,9 @@ use graph::gradcheck::{check, interp_evaluator, CaseBuilder, GradCase, Tolerance
 use graph::interp::{eval, HostTensor};
 use graph::{DType, DotDims, Graph, NodeId, TensorType};
 
-use super::block_sparse::{block_sparse_attention, Pattern};
-use super::{axial, chunked, local, lsh, NEG};
 use crate::attention::dense_attention;
+use crate::kernels::block_sparse::{block_sparse_attention, Pattern};
+use crate::kernels::{axial, chunked, hide, local, lsh, positions, NEG};
 
 const B: i64 = 2;
 const H: i64 = 2;
@@ -78,7 +78,7 @@ fn masked_dense(
             let m = g.broadcast_in_dim(m, sd.clone(), &[0, 3])?;
             vis = g.and(vis, m)?;
         }
-        let s = super::hide(g, s, vis)?;
+        let s = hide(g, s, vis)?;
         let p = g.softmax(s, 3)?;
         g.dot_general(p, v, batch(3, 2), None)
     }
@@ -268,8 +268,8 @@ fn shared_qk_dense(
         let s = g.dot_general(q, k, batch(3, 3), None)?;
         let s = g.mul_scalar(s, 1.0 / (d[3] as f64).sqrt())?;
         let sd = g.dims(s)?.to_vec();
-        let i = super::positions(g, &[t, t], 0)?;
-        let j = super::positions(g, &[t, t], 1)?;
+        let i = positions(g, &[t, t], 0)?;
+        let j = positions(g, &[t, t], 1)?;
         let mut vis = if causal {
             let v = g.ge(i, j)?;
             g.broadcast_to(v, &sd)?
@@ -282,7 +282,7 @@ fn shared_qk_dense(
             let m = g.broadcast_in_dim(m, sd.clone(), &[0, 3])?;
             vis = g.and(vis, m)?;
         }
-        let s = super::hide(g, s, vis)?;
+        let s = hide(g, s, vis)?;
         let own = g.eq(i, j)?;
         let own = g.broadcast_to(own, &sd)?;
         let low = g.full(-1e5, TensorType::f32(sd.clone()))?;
