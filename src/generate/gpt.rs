@@ -71,6 +71,21 @@ impl CachedGpt {
     ) -> Result<CachedGpt> {
         let model = Gpt(cfg.clone());
         model.validate().map_err(anyhow::Error::msg)?;
+        // The cache holds dense per-token keys/values: exact for dense and chunked attention
+        // (same maths), not for the sparse kernels or the two-stream reversible stack.
+        use nn::attention_config::AttentionConfig;
+        if !matches!(
+            cfg.attention,
+            AttentionConfig::Dense | AttentionConfig::Chunked { .. }
+        ) || cfg.reversible
+        {
+            bail!(
+                "KV-cached generation needs dense or chunked attention and no reversible stack; \
+                 this run has model.attention = {:?}, model.reversible = {}",
+                cfg.attention,
+                cfg.reversible
+            );
+        }
         let (b, t, v) = (batch as i64, cfg.seq_len as i64, cfg.vocab_size as i64);
         // Prefill: tokens (B, T) left-padded; logits of column `last` and the caches.
         let mut g = Graph::new("gpt_prefill");
