@@ -40,6 +40,11 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Sentence embeddings from a pretrained BERT: one JSON line per text.
     Embed(EmbedArgs),
+    /// Start a job of N processes on this machine: `rxla launch --local N -- <command>`.
+    Launch(crate::launch::LaunchArgs),
+    /// A job's smoke test: bootstrap, PJRT clients with the job's store, device exchange,
+    /// lock-step steps with failure detection.
+    DistCheck(crate::dist_check::DistCheckArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -167,7 +172,11 @@ pub struct DeviceArgs {
 
 impl DeviceArgs {
     pub fn client(&self) -> Result<runtime::Client> {
-        provision::client(&ClientRequest {
+        provision::client(&self.request()).context("starting the PJRT client")
+    }
+
+    pub fn request(&self) -> ClientRequest {
+        ClientRequest {
             backend: self.backend,
             cpu_devices: self.cpu_devices,
             verbose: self.verbose,
@@ -177,8 +186,7 @@ impl DeviceArgs {
                 preallocate: self.gpu_preallocate,
                 allocator: self.gpu_allocator.clone(),
             },
-        })
-        .context("starting the PJRT client")
+        }
     }
 
     /// A client with at least `needed` devices when that is ours to choose: on the cpu
@@ -210,6 +218,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Summary(args) => summary_cmd(&args),
         Command::Generate(args) => generate_cmd(&args),
         Command::Embed(args) => embed_cmd(&args),
+        Command::Launch(args) => crate::launch::run(&args),
+        Command::DistCheck(args) => crate::dist_check::run(&args),
     }
 }
 
@@ -304,6 +314,7 @@ fn stop_on_signals() -> Result<Arc<AtomicUsize>> {
 }
 
 fn train(args: &TrainArgs) -> Result<()> {
+    crate::job::refuse_multi_process("train")?;
     let mut cfg = load_config(&args.config)?;
     let out = args
         .out
