@@ -54,6 +54,11 @@ pub enum Command {
     Compile(crate::compile_cmd::CompileArgs),
     /// The persistent compile cache: `ls` shows its entries, `clear` removes them.
     Cache(crate::cache_cmd::CacheArgs),
+    /// Start a job of N processes on this machine: `rxla launch --local N -- <command>`.
+    Launch(crate::launch::LaunchArgs),
+    /// A job's smoke test: bootstrap, PJRT clients with the job's store, device exchange,
+    /// lock-step steps with failure detection.
+    DistCheck(crate::dist_check::DistCheckArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -235,7 +240,11 @@ impl DeviceArgs {
         if self.no_compile_cache {
             runtime::cache::disable();
         }
-        provision::client(&ClientRequest {
+        provision::client(&self.request()).context("starting the PJRT client")
+    }
+
+    pub fn request(&self) -> ClientRequest {
+        ClientRequest {
             backend: self.backend,
             cpu_devices: self.cpu_devices,
             verbose: self.verbose,
@@ -245,8 +254,7 @@ impl DeviceArgs {
                 preallocate: self.gpu_preallocate,
                 allocator: self.gpu_allocator.clone(),
             },
-        })
-        .context("starting the PJRT client")
+        }
     }
 
     /// A client with at least `needed` devices when that is ours to choose: on the cpu
@@ -284,6 +292,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Crawl(args)) => crate::crawl_cmd::run(&args),
         Command::Cache(args) => crate::cache_cmd::run(&args),
         Command::Compile(args) => crate::compile_cmd::run(&args),
+        Command::Launch(args) => crate::launch::run(&args),
+        Command::DistCheck(args) => crate::dist_check::run(&args),
     }
 }
 
@@ -378,6 +388,7 @@ fn stop_on_signals() -> Result<Arc<AtomicUsize>> {
 }
 
 fn train(args: &TrainArgs) -> Result<()> {
+    crate::job::refuse_multi_process("train")?;
     let mut cfg = load_config(&args.config)?;
     let out = args
         .out

@@ -43,7 +43,7 @@ pub(crate) struct KvTarget {
     pub(crate) store: Arc<dyn KeyValueStore>,
 }
 
-/// A store and the prefix its keys get (e.g. `"cuda:"`), for [`crate::CreateOptions`].
+/// A store and the prefix its keys get (e.g. `"cuda:"`), for the client create options.
 #[derive(Clone)]
 pub struct KvStoreOption {
     pub prefix: String,
@@ -62,27 +62,6 @@ pub struct Job {
     pub process_id: u32,
     pub num_processes: u32,
     pub store: Arc<dyn KeyValueStore>,
-}
-
-/// The create options and store a backend's plugin takes for a job: CPU plugins only
-/// `process_id` (they reject `num_nodes`/`node_id` and have no cross-process collectives),
-/// CUDA `node_id` and `num_nodes`, TPU nothing (libtpu finds its slice itself). Every backend
-/// gets the store, its keys prefixed by platform as JAX does.
-pub fn job_options(
-    backend: crate::provision::Backend,
-    job: &Job,
-    opts: crate::CreateOptions,
-) -> crate::CreateOptions {
-    use crate::plugin::NamedValue;
-    use crate::provision::Backend;
-    let opts = match backend {
-        Backend::Cpu => opts.set("process_id", NamedValue::Int64(job.process_id as i64)),
-        Backend::Cuda => opts
-            .set("node_id", NamedValue::Int64(job.process_id as i64))
-            .set("num_nodes", NamedValue::Int64(job.num_processes as i64)),
-        Backend::Tpu => opts,
-    };
-    opts.key_value_store(format!("{backend}:"), job.store.clone())
 }
 
 fn raw_code(c: ErrorCode) -> ffi::PJRT_Error_Code {

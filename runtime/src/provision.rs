@@ -216,9 +216,29 @@ pub fn client(req: &ClientRequest) -> Result<Client> {
 
 /// A client for process `process_id` of a multi-process job: the plugin gets the job's
 /// key-value store and the create options its backend takes for it (see
-/// [`crate::kv::job_options`]).
+/// [`job_options`]).
 pub fn client_in_job(req: &ClientRequest, job: &crate::kv::Job) -> Result<Client> {
     create(req, Some(job))
+}
+
+/// The create options and store a backend's plugin takes for a job: CPU plugins only
+/// `process_id` (they reject `num_nodes`/`node_id` and have no cross-process collectives),
+/// CUDA `node_id` and `num_nodes`, TPU nothing (libtpu finds its slice itself). Every backend
+/// gets the store, its keys prefixed by platform as JAX does.
+pub fn job_options(
+    backend: Backend,
+    job: &crate::kv::Job,
+    opts: crate::CreateOptions,
+) -> crate::CreateOptions {
+    use crate::plugin::NamedValue;
+    let opts = match backend {
+        Backend::Cpu => opts.set("process_id", NamedValue::Int64(job.process_id as i64)),
+        Backend::Cuda => opts
+            .set("node_id", NamedValue::Int64(job.process_id as i64))
+            .set("num_nodes", NamedValue::Int64(job.num_processes as i64)),
+        Backend::Tpu => opts,
+    };
+    opts.key_value_store(format!("{backend}:"), job.store.clone())
 }
 
 fn create(req: &ClientRequest, job: Option<&crate::kv::Job>) -> Result<Client> {
@@ -255,7 +275,7 @@ fn create(req: &ClientRequest, job: Option<&crate::kv::Job>) -> Result<Client> {
         opts = opts.cpu_device_count(n);
     }
     if let Some(job) = job {
-        opts = crate::kv::job_options(backend, job, opts);
+        opts = job_options(backend, job, opts);
     }
     Client::new(plugin, &opts).map_err(|e| cuda_hint(backend, e))
 }

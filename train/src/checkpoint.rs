@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+pub mod sharded;
+
 pub use crate::tensor::NamedTensor;
 use crate::tensor::{self, Dtype, TensorRef};
 use files::write_atomic;
@@ -198,7 +200,7 @@ fn read_state(dir: &Path) -> Result<CheckpointState> {
         .with_context(|| format!("reading {}", state_path.display()))?;
     let state: CheckpointState = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid checkpoint state", state_path.display()))?;
-    let sharded = crate::sharded_checkpoint::FORMAT_SHARDED;
+    let sharded = sharded::FORMAT_SHARDED;
     if state.format != FORMAT_F32 && state.format != FORMAT_TYPED && state.format != sharded {
         bail!(
             "{} has checkpoint format {}, this rxla reads formats {FORMAT_F32}, {FORMAT_TYPED} \
@@ -237,9 +239,9 @@ pub fn is_checkpoint(dir: &Path) -> bool {
 /// The parameter file of checkpoint `dir`, verified: its path and bytes (any dtype).
 pub fn params_file(dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
     let state = read_state(dir)?;
-    if state.format == crate::sharded_checkpoint::FORMAT_SHARDED {
+    if state.format == sharded::FORMAT_SHARDED {
         // Written by a job: the logical tensors, assembled from every process's tiles.
-        let (params, _) = crate::sharded_checkpoint::assemble(dir, &state)?;
+        let (params, _) = sharded::assemble(dir, &state)?;
         return Ok((dir.join(PARAMS), tensor::encode(&params)?));
     }
     Ok((dir.join(PARAMS), read_verified(dir, &state, PARAMS)?))
@@ -248,8 +250,8 @@ pub fn params_file(dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
 /// Loads and verifies a checkpoint directory (checksums, format) with f32 tensors.
 pub fn load(dir: &Path) -> Result<Checkpoint> {
     let state = read_state(dir)?;
-    if state.format == crate::sharded_checkpoint::FORMAT_SHARDED {
-        let (params, optimizer) = crate::sharded_checkpoint::assemble(dir, &state)?;
+    if state.format == sharded::FORMAT_SHARDED {
+        let (params, optimizer) = sharded::assemble(dir, &state)?;
         for f in &state.files {
             read_verified(dir, &state, f)?;
         }

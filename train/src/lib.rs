@@ -13,7 +13,6 @@ pub mod metrics;
 pub mod optim;
 pub mod parallel;
 pub mod pipeline;
-pub mod sharded_checkpoint;
 pub mod state;
 pub mod step;
 pub mod tensor;
