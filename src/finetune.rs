@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use data::tasks::batches::{arrays, classification_rows, span_rows, squad_features, Row, RowData};
 use data::tasks::metrics;
 use data::tasks::sentiment::Labels;
-use data::tasks::squad::{self, Feature, Question, WindowOptions};
+use data::tasks::squad::{self, Question, WindowOptions};
 use data::tasks::{Labeled, Split};
 use data::wordpiece::WordPiece;
 use data::{DataSource, HostArray};
@@ -465,7 +465,7 @@ impl Predictor {
         let feats = squad_features(&self.tok, qs, &o, false)?;
         let logits = self.run(&span_rows(&feats))?;
         let t = self.seq_len;
-        let mut per_q: Vec<Vec<(&Feature, &[f32], &[f32])>> = vec![Vec::new(); qs.len()];
+        let mut per_q: Vec<Vec<squad::WindowLogits>> = vec![Vec::new(); qs.len()];
         for (f, l) in feats.iter().zip(&logits) {
             per_q[f.example].push((f, &l[..t], &l[t..]));
         }

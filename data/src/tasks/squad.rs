@@ -222,8 +222,11 @@ pub fn best_span(
     best
 }
 
+/// One window with its start and end logits.
+pub type WindowLogits<'a> = (&'a Feature, &'a [f32], &'a [f32]);
+
 /// The predicted answer text of a question from all its windows' logits.
-pub fn predict(context: &str, windows: &[(&Feature, &[f32], &[f32])], max_answer: usize) -> String {
+pub fn predict(context: &str, windows: &[WindowLogits], max_answer: usize) -> String {
     windows
         .iter()
         .filter_map(|(f, s, e)| best_span(f, s, e, max_answer, 20))
