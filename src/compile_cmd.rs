@@ -252,9 +252,11 @@ fn parse_hbm_overflow(msg: &str) -> (Option<f64>, Option<f64>) {
         };
         Some(v * mult as f64)
     };
-    let used = msg.find("Used ").and_then(|i| num_g(&msg[i + 5..]));
-    let cap = msg
-        .find(" of ")
+    let at = msg.find("Used ");
+    let used = at.and_then(|i| num_g(&msg[i + 5..]));
+    // "Used 20.50G of 15.75G hbm": the " of " after "Used ".
+    let cap = at
+        .and_then(|i| msg[i..].find(" of ").map(|j| i + j))
         .and_then(|i| num_g(&msg[i + 4..]))
         .or_else(|| {
             msg.find("available HBM (")
