@@ -215,8 +215,9 @@ fn fit_mesh_to(cfg: &mut TrainConfig, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// GiB, as libtpu counts HBM ("15.75G").
 fn gb(b: f64) -> String {
-    format!("{:.2} GB", b / 1e9)
+    format!("{:.2} GiB", b / (1u64 << 30) as f64)
 }
 
 fn memory_json(m: &MemoryStats) -> Value {
@@ -251,9 +252,11 @@ fn parse_hbm_overflow(msg: &str) -> (Option<f64>, Option<f64>) {
         };
         Some(v * mult as f64)
     };
-    let used = msg.find("Used ").and_then(|i| num_g(&msg[i + 5..]));
-    let cap = msg
-        .find(" of ")
+    let at = msg.find("Used ");
+    let used = at.and_then(|i| num_g(&msg[i + 5..]));
+    // "Used 20.50G of 15.75G hbm": the " of " after "Used ".
+    let cap = at
+        .and_then(|i| msg[i..].find(" of ").map(|j| i + j))
         .and_then(|i| num_g(&msg[i + 4..]))
         .or_else(|| {
             msg.find("available HBM (")
@@ -269,9 +272,35 @@ struct Compiled1 {
     result: std::result::Result<(MemoryStats, Option<f64>, Vec<u8>), String>,
 }
 
+/// Devices of a topology name (`v5e:4x4` -> 16; one PJRT device per chip), if it says.
+fn topology_devices(name: &str) -> Option<usize> {
+    let dims = name.split_once(':')?.1;
+    dims.split('x')
+        .map(|d| d.parse::<usize>().ok())
+        .product::<Option<usize>>()
+}
+
+/// The config; a `[parallel]` section that is only valid with the target's device count
+/// (`fsdp` without `data`) gets `parallel.data` set to it.
+fn load_for(args: &CompileArgs, target: &Target) -> Result<TrainConfig> {
+    let first = TrainConfig::load(&args.config, &args.sets);
+    let n = match target {
+        Target::Cpu(n) => *n,
+        Target::Tpu(name) => topology_devices(name),
+    };
+    match (first, n) {
+        (Err(e), Some(n)) if format!("{e:#}").contains("parallel.") => {
+            let mut sets = args.sets.clone();
+            sets.push(format!("parallel.data={n}"));
+            TrainConfig::load(&args.config, &sets).map_err(|_| e)
+        }
+        (r, _) => r,
+    }
+}
+
 pub fn run(args: &CompileArgs) -> Result<()> {
     let target: Target = args.target.parse()?;
-    let mut cfg = TrainConfig::load(&args.config, &args.sets)?;
+    let mut cfg = load_for(args, &target)?;
     let wall = Instant::now();
     let (mut compiled, plugin_json, topo_json, capacity, kind) = match &target {
         Target::Tpu(name) => {
@@ -542,7 +571,7 @@ pub fn use_compiled(
         "recompile with `rxla compile --config {} [--set ..] --target cpu:{} --out {}` on this \
          machine, or train without --compiled",
         config_file.display(),
-        client.addressable_devices().len(),
+        train::parallel::Plan::from_config(&cfg.parallel)?.map_or(1, |p| p.num_devices()),
         dir.display()
     );
     if m["format"].as_u64() != Some(FORMAT) {
@@ -574,10 +603,14 @@ pub fn use_compiled(
         .first()
         .map(|d| d.kind.clone())
         .unwrap_or_default();
-    if want_devices != have_devices || m["topology"]["device_kind"].as_str() != Some(kind.as_str())
+    let needed = train::parallel::Plan::from_config(&cfg.parallel)?.map_or(1, |p| p.num_devices());
+    if want_devices != needed
+        || have_devices < needed
+        || m["topology"]["device_kind"].as_str() != Some(kind.as_str())
     {
         bail!(
-            "{} was compiled for {} x {} but this client has {have_devices} x {kind}; {recompile}",
+            "{} was compiled for {} x {} but this run uses {needed} of this client's \
+             {have_devices} x {kind}; {recompile}",
             dir.display(),
             want_devices,
             m["topology"]["device_kind"].as_str().unwrap_or("?"),
@@ -685,6 +718,8 @@ mod tests {
             Target::Tpu("v5e:4x4".into())
         );
         assert!("gpu".parse::<Target>().is_err());
+        assert_eq!(topology_devices("v5e:4x4"), Some(16));
+        assert_eq!(topology_devices("v5p:2x2x2"), Some(8));
     }
 
     #[test]
