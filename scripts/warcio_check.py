@@ -26,7 +26,7 @@ def check(path):
     sent_path = os.path.join(os.path.dirname(path), "sent.json")
     sent = json.load(open(sent_path)) if os.path.exists(sent_path) else None
     types = collections.Counter()
-    errors, matched = [], 0
+    errors, matched = [], set()
     with open(path, "rb") as f:
         for rec in ArchiveIterator(f, check_digests="raise"):
             types[rec.rec_type] += 1
@@ -38,14 +38,20 @@ def check(path):
                     errors.append(f"{uri}: in the WARC but the server sent no page")
                 elif hashlib.sha256(body).hexdigest() != want:
                     errors.append(f"{uri}: body differs from what the server sent")
+                elif uri in matched or uri in SEEN:
+                    errors.append(f"{uri}: a second response")
                 else:
-                    matched += 1
-    if sent is not None and matched != len(sent):
-        errors.append(f"{len(sent)} pages sent, {matched} found in the WARC")
+                    matched.add(uri)
+    SEEN.update(matched)
     print(f"{path}: warcio read {sum(types.values())} records {dict(types)}; digests ok; "
-          + (f"{matched}/{len(sent)} bodies equal to what the server sent"
+          + (f"{len(matched)} bodies equal to what the server sent"
              if sent is not None else "no sent.json to compare bodies with"))
+    if sent is not None:
+        SENT.update(sent)
     return errors
+
+
+SEEN, SENT = set(), {}
 
 
 def main(paths):
@@ -53,6 +59,10 @@ def main(paths):
         print(__doc__)
         return 2
     errors = [e for p in paths for e in check(p)]
+    if SENT:
+        missing = set(SENT) - SEEN
+        print(f"all files: {len(SEEN)}/{len(SENT)} pages the server sent are in the WARCs")
+        errors += [f"{u}: sent but in no WARC" for u in sorted(missing)]
     for e in errors:
         print("ERROR:", e)
     return 1 if errors else 0

@@ -294,8 +294,33 @@ fn crawl_replayed_archives() {
         ..CrawlConfig::default()
     };
     let t0 = Instant::now();
-    let report = crawl::run(&cfg, &out, false).unwrap();
+    // Two sessions: stop after 8 pages, then resume from the state file with no page limit.
+    // The resumed crawl cannot know when the last request was, so wait one delay between.
+    let first = crawl::run(
+        &CrawlConfig {
+            max_pages: 8,
+            ..cfg.clone()
+        },
+        &out,
+        false,
+    )
+    .unwrap();
+    assert_eq!(first.pages, 8);
+    assert!(first.queue_left > 0, "{first:?}");
+    let again = crawl::run(&cfg, &out, false).unwrap_err().to_string();
+    assert!(again.contains("--resume"), "{again}");
+    std::thread::sleep(DELAY);
+    let second = crawl::run(&cfg, &out, true).unwrap();
+    assert!(second.resumed && second.queue_left == 0);
+    assert_eq!(second.pages_total, first.pages + second.pages);
     let took = t0.elapsed();
+    let report = crawl::CrawlReport {
+        pages: first.pages + second.pages,
+        retries: first.retries + second.retries,
+        warc: [first.warc.clone(), second.warc.clone()].concat(),
+        skipped: second.skipped.clone(),
+        ..second.clone()
+    };
 
     for (site, port, no) in [(&a, ports[0], disallowed), (&b, ports[1], "")] {
         let log = site.log.lock().unwrap().clone();
@@ -342,8 +367,13 @@ fn crawl_replayed_archives() {
     assert_eq!(report.retries, 5, "{report:?}");
 
     // The WARC holds, for every page served, a request and a response with the sent body.
-    let (recs, stats) = read_file(&report.warc[0]).unwrap();
-    assert_eq!(stats.skipped_total(), 0);
+    assert_eq!(report.warc.len(), 2);
+    let mut recs = Vec::new();
+    for w in &report.warc {
+        let (r, stats) = read_file(w).unwrap();
+        assert_eq!(stats.skipped_total(), 0);
+        recs.extend(r);
+    }
     let mut bodies: HashMap<String, Vec<u8>> = HashMap::new();
     let mut requests = 0;
     for r in &recs {
@@ -386,8 +416,9 @@ fn crawl_replayed_archives() {
     if let Some(keep) = std::env::var_os("RXLA_KEEP_CRAWL") {
         let keep = std::path::PathBuf::from(keep);
         std::fs::create_dir_all(&keep).unwrap();
-        let name = report.warc[0].file_name().unwrap();
-        std::fs::copy(&report.warc[0], keep.join(name)).unwrap();
+        for w in &report.warc {
+            std::fs::copy(w, keep.join(w.file_name().unwrap())).unwrap();
+        }
         let mut sums = serde_json::Map::new();
         for (site, port) in [(&a, ports[0]), (&b, ports[1])] {
             for (k, body) in site.sent.lock().unwrap().iter() {
