@@ -40,6 +40,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Sentence embeddings from a pretrained BERT: one JSON line per text.
     Embed(EmbedArgs),
+    /// The document pipeline: extract, filter, dedup, tokenize (one shard), or `run` (all).
+    Data(crate::data_cmd::DataArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -210,6 +212,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Summary(args) => summary_cmd(&args),
         Command::Generate(args) => generate_cmd(&args),
         Command::Embed(args) => embed_cmd(&args),
+        Command::Data(args) => crate::data_cmd::data_cmd(&args),
     }
 }
 

@@ -5,6 +5,7 @@ mod alloc;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod data_cmd;
 pub mod generate;
 pub mod keras;
 pub mod pretrained;

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod packages;
 pub mod shard;
 pub mod sources;
+pub mod stages;
 pub mod tokenize;
 pub mod wiki;
 
