@@ -186,7 +186,7 @@ fn exact_dedup_removes_exact_copies_only() {
             .split_whitespace()
             .collect::<Vec<_>>()
             .join("  \n")
-            .to_uppercase();
+            .to_ascii_uppercase();
         docs.push(Doc::new(format!("{}~copy", o.id), copy));
         // One word changed: not an exact copy.
         let mut w: Vec<&str> = o.text.split_whitespace().collect();
