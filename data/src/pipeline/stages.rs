@@ -125,12 +125,11 @@ pub fn run_stage(cfg: &PipelineConfig, stage: &str, shard: Shard) -> Result<Repo
     }
 }
 
+/// Every shard's tasks, the output directory and the output extension.
+type StagePlan = (Vec<(usize, super::shard::Task)>, PathBuf, &'static str);
+
 /// The whole plan of a stage, its output directory and output extension.
-fn stage_plan(
-    cfg: &PipelineConfig,
-    stage: &str,
-    n: usize,
-) -> Result<(Vec<(usize, super::shard::Task)>, PathBuf, &'static str)> {
+fn stage_plan(cfg: &PipelineConfig, stage: &str, n: usize) -> Result<StagePlan> {
     let (sources, out, ext): (Vec<Source>, PathBuf, &str) = match stage {
         "extract" => {
             let inputs: Vec<PathBuf> = cfg
