@@ -84,6 +84,10 @@ pub struct ExportArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
+    /// A document-pipeline stage: `rxla data <extract|filter|dedup..|tokenize..|run> --config F`
+    /// (see `rxla data run --help`).
+    #[command(external_subcommand)]
+    Stage(Vec<std::ffi::OsString>),
     /// Polite web crawl into WARC (robots.txt, per-host delay, resumable frontier).
     Crawl(crate::crawl_cmd::CrawlArgs),
 }
@@ -290,6 +294,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => export_cmd(&args),
         Command::Predict(args) => crate::predict::predict_cmd(&args.query, || args.device.client()),
         Command::Data(DataCommand::Crawl(args)) => crate::crawl_cmd::run(&args),
+        Command::Data(DataCommand::Stage(argv)) => crate::data_cmd::stage_cmd(argv),
         Command::Cache(args) => crate::cache_cmd::run(&args),
         Command::Compile(args) => crate::compile_cmd::run(&args),
         Command::Launch(args) => crate::launch::run(&args),

@@ -11,6 +11,7 @@ pub mod export;
 pub mod finetune;
 pub mod crawl_cmd;
 pub mod dist_check;
+pub mod data_cmd;
 pub mod generate;
 pub mod job;
 pub mod keras;

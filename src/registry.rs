@@ -58,6 +58,9 @@ pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
 /// A language model's `model.vocab_size` comes from the tokenizer when the config leaves it out.
 pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
     let name = cfg.data.dataset.clone();
+    if let Some(tokens) = name.strip_prefix("path:") {
+        return token_dir_data(cfg, Path::new(tokens), dir);
+    }
     data::package(&name)?;
     if crate::finetune::is_task_model(cfg.model_kind()?) {
         return crate::finetune::data(cfg, dir);
@@ -129,6 +132,50 @@ pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
         }
         other => bail!("dataset `{other}` has no loader"),
     }
+}
+
+/// `data.dataset = "path:DIR"`: the token shards and tokenizer `rxla data tokenize` wrote.
+fn token_dir_data(
+    cfg: &mut TrainConfig,
+    dir: &Path,
+    run_dir: &Path,
+) -> Result<Box<dyn DataSource>> {
+    let seq_len = cfg
+        .model
+        .get("seq_len")
+        .and_then(|v| v.as_integer())
+        .filter(|&v| v > 0)
+        .ok_or_else(|| {
+            anyhow::anyhow!("dataset `path:` needs a language model with `model.seq_len`")
+        })?;
+    let (tok, ids) = data::pipeline::tokenize::read_token_dir(dir)
+        .with_context(|| format!("reading token directory {}", dir.display()))?;
+    let opts = LmOptions {
+        val_fraction: cfg.data.val_fraction,
+        max_eval_windows: cfg.data.max_eval_windows,
+        ..LmOptions::new(
+            "path",
+            cfg.data.tokenizer,
+            seq_len as usize,
+            cfg.train.batch_size,
+            cfg.seed,
+        )
+    };
+    let data = LmData::from_token_ids(&dir.display().to_string(), tok, &ids, &opts, run_dir)?;
+    let vocab = data.vocab_size() as i64;
+    match cfg.model.get("vocab_size").and_then(|v| v.as_integer()) {
+        None => {
+            cfg.model
+                .insert("vocab_size".into(), toml::Value::Integer(vocab));
+        }
+        Some(v) if v != vocab => bail!(
+            "config key `model.vocab_size` is {v} but {} has a tokenizer of {vocab} tokens; \
+             remove the key to take the tokenizer's size",
+            dir.display()
+        ),
+        Some(_) => {}
+    }
+    Ok(Box::new(data))
 }
 
 /// BERT pretraining pairs from a text corpus (each file a document), tokenized with

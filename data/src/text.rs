@@ -313,6 +313,98 @@ impl LmData {
         })
     }
 
+    /// Next-token data over ids that are already tokenized (a `path:DIR` token directory):
+    /// the last `opts.val_fraction` of the ids is held out; the splits are cached in `dir`
+    /// as token files and memory-mapped like a corpus's, and the tokenizer saved beside.
+    pub fn from_token_ids(
+        label: &str,
+        tokenizer: Tokenizer,
+        ids: &[u32],
+        opts: &LmOptions,
+        dir: &Path,
+    ) -> Result<LmData> {
+        if opts.seq_len == 0 || opts.batch == 0 {
+            bail!("seq_len and batch must be positive");
+        }
+        if !(0.0..1.0).contains(&opts.val_fraction) {
+            bail!("val_fraction must be in [0, 1), got {}", opts.val_fraction);
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tok_path = dir.join(TOKENIZER_FILE);
+        let tok_json = tokenizer.to_json()?;
+        if tok_path.exists() {
+            if std::fs::read_to_string(&tok_path)? != tok_json {
+                bail!(
+                    "{} holds another tokenizer than {label}'s; use a new run directory",
+                    tok_path.display()
+                );
+            }
+        } else {
+            tokenizer.save(&tok_path)?;
+        }
+        let wide = tokenizer.vocab_size() > 1 << 16;
+        let cut = ids.len() - (ids.len() as f64 * opts.val_fraction).round() as usize;
+        let mut h = Sha256::new();
+        h.update(b"rxla-lm-ids-v1\0");
+        h.update(tok_json.as_bytes());
+        for id in ids {
+            h.update(id.to_le_bytes());
+        }
+        let key: String = h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let ext = if wide { "u32" } else { "u16" };
+        let split_file = |split: Split, part: &[u32]| -> Result<TokenFile> {
+            let path = dir.join(format!("tokens-path-{}-{key}.{ext}", split.name()));
+            if !path.is_file() {
+                let mut bytes = Vec::with_capacity(part.len() * 4);
+                for &id in part {
+                    if wide {
+                        bytes.extend_from_slice(&id.to_le_bytes());
+                    } else {
+                        let id = u16::try_from(id)
+                            .map_err(|_| anyhow!("token id {id} does not fit u16"))?;
+                        bytes.extend_from_slice(&id.to_le_bytes());
+                    }
+                }
+                files::write_atomic(&path, &bytes)?;
+            }
+            TokenFile::open(&path, wide, tokenizer.vocab_size())
+        };
+        let train = split_file(Split::Train, &ids[..cut])?;
+        let val = split_file(Split::Val, &ids[cut..])?;
+        if train.len() < opts.seq_len + 1 {
+            bail!(
+                "{label}: the train split has {} tokens, fewer than seq_len + 1 = {}",
+                train.len(),
+                opts.seq_len + 1
+            );
+        }
+        let mut eval_windows = if val.len() > opts.seq_len {
+            (val.len() - 1) / opts.seq_len
+        } else {
+            0
+        };
+        if let Some(max) = opts.max_eval_windows {
+            eval_windows = eval_windows.min(max);
+        }
+        let mut eval_bytes = 0u64;
+        for i in 1..eval_windows * opts.seq_len + 1 {
+            eval_bytes += tokenizer.token_len(val.get(i)) as u64;
+        }
+        Ok(LmData {
+            tokenizer,
+            train,
+            val,
+            seq_len: opts.seq_len,
+            batch: opts.batch,
+            seed: opts.seed,
+            eval_windows,
+            eval_bytes,
+        })
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }

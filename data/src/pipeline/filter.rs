@@ -407,9 +407,8 @@ mod tests {
         let nopunct = GOOD.replace(". ", "\n").replace('.', "");
         assert_eq!(first_failed_rule(&nopunct, en, &c, &l), Some("punct_lines"));
         let nostop = "Bright colours shine over quiet mountains while eager travellers \
-                      wander slowly beyond distant villages near rivers. "
-            .repeat(1)
-            + &"Lovely green meadows stretch far beyond old stone walls. ".to_string();
+                      wander slowly beyond distant villages near rivers. Lovely green meadows \
+                      stretch far beyond old stone walls. ";
         let nostop = format!("{nostop} {nostop} {nostop} {nostop}").replace("  ", " ");
         assert_eq!(first_failed_rule(&nostop, en, &c, &l), Some("stop_words"));
         let bad = format!("{GOOD} {}darn.", "darn ".repeat(5));

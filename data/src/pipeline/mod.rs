@@ -11,6 +11,7 @@ pub mod filter;
 pub mod packages;
 pub mod shard;
 pub mod sources;
+pub mod stages;
 pub mod tokenize;
 pub mod warc;
 pub mod wiki;

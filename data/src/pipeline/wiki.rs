@@ -69,10 +69,8 @@ pub fn for_each_page(input: impl BufRead, mut each: impl FnMut(Page) -> Result<(
                     }
                 }
             }
-            Event::CData(t) => {
-                if field == Some("text") {
-                    page.wikitext.push_str(&String::from_utf8_lossy(&t));
-                }
+            Event::CData(t) if field == Some("text") => {
+                page.wikitext.push_str(&String::from_utf8_lossy(&t));
             }
             Event::End(e) => match e.local_name().as_ref() {
                 b"page" => each(std::mem::take(&mut page))?,
