@@ -68,6 +68,9 @@ pub struct GenerateArgs {
     /// The training run's output directory.
     #[arg(long)]
     pub run: PathBuf,
+    /// Encoder-decoder runs: the source text to transform (instead of --prompt).
+    #[arg(long)]
+    pub input: Option<String>,
     /// Text to continue; repeat for a batch of prompts decoded together.
     #[arg(long, default_value = "Call me Ishmael.")]
     pub prompt: Vec<String>,
@@ -528,6 +531,15 @@ fn generate_cmd(args: &GenerateArgs) -> Result<()> {
     };
     req.validate()?; // before starting the client: a typo fails at once
     let client = args.device.client()?;
+    if let Some(input) = &args.input {
+        let g = crate::generate::generate_seq2seq(&client, &args.run, input, &req.sample)?;
+        eprintln!(
+            "rxla: {} tokens at {:.0} tokens/s (KV cache)",
+            g.tokens[0].len(),
+            g.tokens_per_s()
+        );
+        return Ok(());
+    }
     let g = crate::generate::generate_gpt(&client, &args.run, &req)?;
     if let Some(beam) = args.beam {
         eprintln!(
