@@ -39,7 +39,7 @@ pub enum Command {
     /// Sample text from a trained GPT run (KV-cached; sampling or beam search).
     Generate(GenerateArgs),
     /// GPT decode tokens/s with the KV cache vs recomputing, and time to first token; JSON.
-    BenchGenerate(crate::generate::bench::BenchGenerateArgs),
+    BenchGenerate(BenchGenerateArgs),
     /// Sentence embeddings from a pretrained BERT: one JSON line per text.
     Embed(EmbedArgs),
 }
@@ -227,7 +227,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench_cmd(&args),
         Command::Summary(args) => summary_cmd(&args),
         Command::Generate(args) => generate_cmd(&args),
-        Command::BenchGenerate(args) => crate::generate::bench::bench_generate_cmd(&args),
+        Command::BenchGenerate(args) => bench_generate_cmd(&args),
         Command::Embed(args) => embed_cmd(&args),
     }
 }
@@ -570,5 +570,76 @@ fn embed_cmd(args: &EmbedArgs) -> Result<()> {
     for e in embed(&client, &dir, &args.text, pooling, args.normalize)? {
         println!("{}", serde_json::to_string(&e)?);
     }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchGenerateArgs {
+    /// A GPT training run (its newest checkpoint); or leave it out and give --config.
+    #[arg(long)]
+    pub run: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Batch sizes to time (repeatable).
+    #[arg(long = "batch", default_values_t = [1usize, 16])]
+    pub batches: Vec<usize>,
+    /// Prompt tokens per row before the timed decode.
+    #[arg(long, default_value_t = 8)]
+    pub prompt_len: usize,
+    /// Tokens per row per timed generation (default: what fits in the context after the
+    /// prompt).
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    /// Timed repeats (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+fn bench_generate_cmd(args: &BenchGenerateArgs) -> Result<()> {
+    use crate::generate::bench::{bench_generate, initial_params, GenBenchSpec};
+    use models::gpt::{Gpt, GptConfig};
+    let (cfg, params) = match &args.run {
+        Some(run) => {
+            let r = crate::generate::Run::load(run)?;
+            (r.gpt(run)?, r.params)
+        }
+        None => {
+            let c = crate::config::TrainConfig::load(&args.config.config, &args.config.sets)?;
+            let cfg: GptConfig = if c.model_kind()? == "gpt" {
+                c.model_config()?
+            } else {
+                anyhow::bail!(
+                    "`rxla bench-generate` times GPT models; {} is a `{}` config",
+                    args.config.config.display(),
+                    c.model_kind()?
+                )
+            };
+            Gpt(cfg.clone()).validate().map_err(anyhow::Error::msg)?;
+            let p = initial_params(&cfg, c.seed)?;
+            (cfg, p)
+        }
+    };
+    if args.batches.contains(&0) || args.repeats == 0 {
+        anyhow::bail!("--batch and --repeats must be at least 1");
+    }
+    if args.prompt_len == 0 || args.prompt_len >= cfg.seq_len {
+        anyhow::bail!(
+            "--prompt-len {} must be in 1..{} (model.seq_len)",
+            args.prompt_len,
+            cfg.seq_len
+        );
+    }
+    let spec = GenBenchSpec {
+        batches: args.batches.clone(),
+        prompt_len: args.prompt_len,
+        tokens: args.tokens.unwrap_or(cfg.seq_len - args.prompt_len),
+        ttft_prompt_len: cfg.seq_len.min(128),
+        repeats: args.repeats,
+    };
+    let client = args.device.client()?;
+    let out = bench_generate(&client, &cfg, &params, &spec)?;
+    println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }
