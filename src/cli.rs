@@ -39,7 +39,7 @@ pub enum Command {
     /// Sample text from a trained GPT run (KV-cached; sampling or beam search).
     Generate(GenerateArgs),
     /// GPT decode tokens/s with the KV cache vs recomputing, and time to first token; JSON.
-    BenchGenerate(crate::generate::bench::BenchGenerateArgs),
+    BenchGenerate(BenchGenerateArgs),
     /// Sentence embeddings from a pretrained BERT: one JSON line per text.
     Embed(EmbedArgs),
     /// Write a run's weights in another layout (`--format hf`: HF BERT, for transformers).
@@ -119,6 +119,9 @@ pub struct GenerateArgs {
     /// The training run's output directory.
     #[arg(long)]
     pub run: PathBuf,
+    /// Encoder-decoder runs: the source text to transform (instead of --prompt).
+    #[arg(long)]
+    pub input: Option<String>,
     /// Text to continue; repeat for a batch of prompts decoded together.
     #[arg(long, default_value = "Call me Ishmael.")]
     pub prompt: Vec<String>,
@@ -289,7 +292,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench_cmd(&args),
         Command::Summary(args) => summary_cmd(&args),
         Command::Generate(args) => generate_cmd(&args),
-        Command::BenchGenerate(args) => crate::generate::bench::bench_generate_cmd(&args),
+        Command::BenchGenerate(args) => bench_generate_cmd(&args),
         Command::Embed(args) => embed_cmd(&args),
         Command::Export(args) => export_cmd(&args),
         Command::Predict(args) => crate::predict::predict_cmd(&args.query, || args.device.client()),
@@ -617,6 +620,15 @@ fn generate_cmd(args: &GenerateArgs) -> Result<()> {
     };
     req.validate()?; // before starting the client: a typo fails at once
     let client = args.device.client()?;
+    if let Some(input) = &args.input {
+        let g = crate::generate::generate_seq2seq(&client, &args.run, input, &req.sample)?;
+        eprintln!(
+            "rxla: {} tokens at {:.0} tokens/s (KV cache)",
+            g.tokens[0].len(),
+            g.tokens_per_s()
+        );
+        return Ok(());
+    }
     let g = crate::generate::generate_gpt(&client, &args.run, &req)?;
     if let Some(beam) = args.beam {
         eprintln!(
@@ -684,5 +696,76 @@ fn export_cmd(args: &ExportArgs) -> Result<()> {
         e.step,
         e.dir.display()
     );
+    Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchGenerateArgs {
+    /// A GPT training run (its newest checkpoint); or leave it out and give --config.
+    #[arg(long)]
+    pub run: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Batch sizes to time (repeatable).
+    #[arg(long = "batch", default_values_t = [1usize, 16])]
+    pub batches: Vec<usize>,
+    /// Prompt tokens per row before the timed decode.
+    #[arg(long, default_value_t = 8)]
+    pub prompt_len: usize,
+    /// Tokens per row per timed generation (default: what fits in the context after the
+    /// prompt).
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    /// Timed repeats (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+fn bench_generate_cmd(args: &BenchGenerateArgs) -> Result<()> {
+    use crate::generate::bench::{bench_generate, initial_params, GenBenchSpec};
+    use models::gpt::{Gpt, GptConfig};
+    let (cfg, params) = match &args.run {
+        Some(run) => {
+            let r = crate::generate::Run::load(run)?;
+            (r.gpt(run)?, r.params)
+        }
+        None => {
+            let c = crate::config::TrainConfig::load(&args.config.config, &args.config.sets)?;
+            let cfg: GptConfig = if c.model_kind()? == "gpt" {
+                c.model_config()?
+            } else {
+                anyhow::bail!(
+                    "`rxla bench-generate` times GPT models; {} is a `{}` config",
+                    args.config.config.display(),
+                    c.model_kind()?
+                )
+            };
+            Gpt(cfg.clone()).validate().map_err(anyhow::Error::msg)?;
+            let p = initial_params(&cfg, c.seed)?;
+            (cfg, p)
+        }
+    };
+    if args.batches.contains(&0) || args.repeats == 0 {
+        anyhow::bail!("--batch and --repeats must be at least 1");
+    }
+    if args.prompt_len == 0 || args.prompt_len >= cfg.seq_len {
+        anyhow::bail!(
+            "--prompt-len {} must be in 1..{} (model.seq_len)",
+            args.prompt_len,
+            cfg.seq_len
+        );
+    }
+    let spec = GenBenchSpec {
+        batches: args.batches.clone(),
+        prompt_len: args.prompt_len,
+        tokens: args.tokens.unwrap_or(cfg.seq_len - args.prompt_len),
+        ttft_prompt_len: cfg.seq_len.min(128),
+        repeats: args.repeats,
+    };
+    let client = args.device.client()?;
+    let out = bench_generate(&client, &cfg, &params, &spec)?;
+    println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }

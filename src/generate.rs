@@ -6,6 +6,7 @@
 //! tests and `rxla bench-generate` compare with.
 
 pub mod bench;
+pub mod encdec;
 pub mod gpt;
 pub mod program;
 pub mod search;
@@ -230,6 +231,79 @@ pub fn generate_gpt(client: &Client, run: &Path, req: &GenerateRequest) -> Resul
         println!("{p}{}\n", printable(&r.tokenizer.decode(toks)?));
     }
     Ok(g)
+}
+
+/// `rxla generate --input TEXT` on an encoder-decoder run: encodes the input once and
+/// streams the decoder's output (at most `model.tgt_len` tokens) to stdout.
+pub fn generate_seq2seq(
+    client: &Client,
+    run: &Path,
+    input: &str,
+    opts: &SampleOptions,
+) -> Result<Generation> {
+    opts.validate()?;
+    let r = Run::load(run)?;
+    let kind = r.config.model_kind()?;
+    if kind != "encdec" {
+        bail!(
+            "--input is for encoder-decoder runs; {} holds a `{kind}` model: use --prompt",
+            run.display()
+        );
+    }
+    let cfg: models::encdec::EncDecConfig = r.config.model_config()?;
+    let ids = encode_with_sentinels(&r, input)?;
+    let params = program::DeviceParams::upload(client, &r.params)?;
+    let mut dec = encdec::CachedEncDec::new(client, &cfg, params, 1)?;
+    let opts = SampleOptions {
+        max_tokens: opts.max_tokens.min(cfg.tgt_len),
+        ..opts.clone()
+    };
+    let mut stream = TextStream::new(&r.tokenizer, std::io::stdout().lock());
+    let mut err = None;
+    let g = sample(&mut dec, &[ids], &opts, &mut |_, _, chosen| {
+        if let Some(t) = chosen[0] {
+            if let Err(e) = stream.push(t) {
+                err.get_or_insert(e);
+            }
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    stream.finish()?;
+    Ok(g)
+}
+
+/// `text` as tokens, with each `<extra_id_K>` (T5's spelling) as the span-corruption sentinel
+/// byte `0xFF - K` (see `data::denoise`).
+fn encode_with_sentinels(r: &Run, text: &str) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("<extra_id_") {
+        let tail = &rest[at + "<extra_id_".len()..];
+        let Some(end) = tail.find('>') else { break };
+        let Ok(k) = tail[..end].parse::<usize>() else {
+            break;
+        };
+        if k >= data::denoise::MAX_SPANS {
+            bail!(
+                "--input: <extra_id_{k}>: the sentinels are <extra_id_0> to <extra_id_{}>",
+                data::denoise::MAX_SPANS
+            );
+        }
+        if at > 0 {
+            ids.extend(r.encode(&rest[..at], "--input")?);
+        }
+        ids.push(255 - k as u32);
+        rest = &tail[end + 1..];
+    }
+    if !rest.is_empty() {
+        ids.extend(r.encode(rest, "--input")?);
+    }
+    if ids.is_empty() {
+        bail!("--input is empty: give the text to transform");
+    }
+    Ok(ids)
 }
 
 /// Loads the newest checkpoint of a GPT run and continues `prompt` (the sample after

@@ -74,6 +74,9 @@ pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
     if cfg.model_kind()? == "bert" {
         return bert_data(cfg, dir);
     }
+    if cfg.model_kind()? == "encdec" {
+        return denoise_data(cfg, dir);
+    }
     if data::text::CORPORA.iter().any(|(n, _)| *n == name) {
         let seq_len = cfg
             .model
@@ -208,5 +211,38 @@ fn bert_data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
             data.vocab_size()
         );
     }
+    Ok(Box::new(data))
+}
+
+/// Span-corruption denoising pairs (T5 style) from a text corpus, byte-level.
+fn denoise_data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
+    let name = cfg.data.dataset.clone();
+    if !data::text::CORPORA.iter().any(|(n, _)| *n == name) {
+        bail!("span-corruption denoising needs a text corpus (config key `data.dataset`), got `{name}`");
+    }
+    let model: models::encdec::EncDecConfig = cfg.model_config()?;
+    if model.vocab_size != 256 || model.pad_id != 0 {
+        bail!(
+            "span-corruption denoising is byte-level: set model.vocab_size = 256 and model.pad_id = 0"
+        );
+    }
+    let opts = LmOptions {
+        val_fraction: cfg.data.val_fraction,
+        ..LmOptions::new(
+            &name,
+            cfg.data.tokenizer,
+            model.src_len,
+            cfg.train.batch_size,
+            cfg.seed,
+        )
+    };
+    let lm = LmData::prepare(&opts, dir).with_context(|| format!("preparing dataset `{name}`"))?;
+    let data = data::denoise::DenoiseData::new(
+        lm,
+        model.tgt_len,
+        cfg.train.batch_size,
+        cfg.seed,
+        cfg.data.max_eval_windows,
+    )?;
     Ok(Box::new(data))
 }

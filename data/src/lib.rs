@@ -2,6 +2,7 @@
 //! token files and batching. Host-side only: nothing here touches PJRT.
 
 pub mod datasets;
+pub mod denoise;
 pub mod host;
 pub mod images;
 pub mod mnist;
