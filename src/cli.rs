@@ -40,6 +40,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Sentence embeddings from a pretrained BERT: one JSON line per text.
     Embed(EmbedArgs),
+    /// Compress a trained run (int8 quantization) and evaluate runs.
+    Compress(crate::compress::CompressArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -89,6 +91,9 @@ pub struct SummaryArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also report the sparsity of each tensor of this run's newest checkpoint (pruning).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -210,6 +215,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Summary(args) => summary_cmd(&args),
         Command::Generate(args) => generate_cmd(&args),
         Command::Embed(args) => embed_cmd(&args),
+        Command::Compress(args) => crate::compress::run(&args),
     }
 }
 
@@ -486,10 +492,20 @@ fn summary_cmd(args: &SummaryArgs) -> Result<()> {
     )?;
     let mut s = crate::summary::summarize(&prog, Some(&client))?;
     s["passes"] = report.to_json();
+    let sparsity = match &args.run {
+        Some(run) => Some(crate::compress::sparsity_of_run(run)?),
+        None => None,
+    };
+    if let Some((json, _)) = &sparsity {
+        s["sparsity"] = json.clone();
+    }
     if args.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
         print!("{}", crate::summary::render(&s));
+        if let Some((_, text)) = &sparsity {
+            print!("{text}");
+        }
     }
     Ok(())
 }

@@ -252,6 +252,9 @@ pub struct TrainSection {
     /// checkpoint stays the newest) or "skip" (warn and train on).
     #[serde(default)]
     pub on_checkpoint_error: OnCheckpointError,
+    /// Magnitude pruning on a gradual schedule (`[train.prune]`; see README, Compression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<train::compress::prune::PruneConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +315,7 @@ impl TrainSection {
             grad_accum: self.grad_accum,
             parallel: None,
             skip_nonfinite: self.on_nonfinite == OnNonfinite::Skip,
+            prune: self.prune.as_ref().map(|p| p.plan()).transpose()?,
         })
     }
 

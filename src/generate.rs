@@ -13,6 +13,7 @@ use runtime::{Buffer, Client, CompileOptions};
 
 use data::tokenizer::Tokenizer;
 use train::checkpoint::{Checkpoint, NamedTensor};
+use train::tensor::Tensor;
 
 #[derive(Debug, Clone)]
 pub struct SampleOptions {
@@ -67,6 +68,13 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(client: &Client, cfg: &GptConfig, params: &[NamedTensor]) -> Result<Sampler> {
+        let typed: Vec<Tensor> = params.iter().cloned().map(Tensor::from).collect();
+        Sampler::new_typed(client, cfg, &typed)
+    }
+
+    /// A sampler over stored weights of any dtype: i8 weights with their `.qscale` tensors
+    /// (`rxla compress quantize`) run dequantized inside the program.
+    pub fn new_typed(client: &Client, cfg: &GptConfig, params: &[Tensor]) -> Result<Sampler> {
         let model = Gpt(cfg.clone());
         model.validate().map_err(anyhow::Error::msg)?;
         let t = cfg.seq_len as i64;
@@ -84,16 +92,29 @@ impl Sampler {
             .iter()
             .map(|s| (s.name.clone(), s.ty.dims().to_vec()))
             .collect();
-        let ordered = Checkpoint::ordered(params, &want, "parameter")?;
-        let bufs: Vec<Buffer> = ordered
-            .iter()
-            .map(|t| client.buffer_from_host(&t.data, &t.dims, 0))
-            .collect::<Result<_, _>>()?;
-        let order: Vec<Option<usize>> = g
-            .args()
-            .iter()
-            .map(|a| p.specs.iter().position(|s| s.node == *a))
-            .collect();
+        let compressed = params.iter().any(|t| t.dtype() == train::tensor::Dtype::I8)
+            || train::compress::lowrank::is_factored(&p.specs, params);
+        if !compressed {
+            // Same count, names and shapes (the quantized path checks its own).
+            let f32s: Vec<NamedTensor> = params
+                .iter()
+                .map(|t| t.clone().into_f32())
+                .collect::<Result<_>>()?;
+            Checkpoint::ordered(&f32s, &want, "parameter")?;
+        }
+        // Quantized weights are dequantized inside the program, factored ones run as two dots.
+        let (g, bound) = train::compress::quantize::bind(&g, &p.specs, params)?;
+        let mut bufs = Vec::new();
+        let mut order = Vec::new();
+        for b in &bound {
+            order.push(match b {
+                train::compress::quantize::BoundArg::Weight(t) => {
+                    bufs.push(train::compress::quantize::upload(client, t)?);
+                    Some(bufs.len() - 1)
+                }
+                train::compress::quantize::BoundArg::Other(_) => None,
+            });
+        }
         let (_, exe) =
             train::exec::compile(client, &g, &Default::default(), &CompileOptions::default())?;
         Ok(Sampler {
@@ -226,13 +247,13 @@ pub fn from_run(
             run.display()
         )
     })?;
-    let ckpt = train::checkpoint::load(&dir).with_context(|| {
+    let (state, params) = train::checkpoint::load_params_typed(&dir).with_context(|| {
         format!(
             "the newest checkpoint {} cannot be loaded; move it away to sample from an older one",
             dir.display()
         )
     })?;
-    let cfg: crate::config::TrainConfig = serde_json::from_value(ckpt.state.config.clone())
+    let cfg: crate::config::TrainConfig = serde_json::from_value(state.config.clone())
         .with_context(|| format!("reading the config stored in {}", dir.display()))?;
     if cfg.model_kind()? != "gpt" {
         bail!(
@@ -245,7 +266,7 @@ pub fn from_run(
     let tok_path = dir.join(data::tokenizer::TOKENIZER_FILE);
     let tok =
         Tokenizer::load(&tok_path).with_context(|| format!("loading {}", tok_path.display()))?;
-    let sampler = Sampler::new(client, &gpt, &ckpt.params)?;
+    let sampler = Sampler::new_typed(client, &gpt, &params)?;
     continue_text(&sampler, &tok, prompt, opts)
 }
 

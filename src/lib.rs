@@ -4,6 +4,7 @@
 mod alloc;
 pub mod bench;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod generate;
 pub mod keras;

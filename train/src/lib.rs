@@ -5,6 +5,7 @@
 
 pub mod callbacks;
 pub mod checkpoint;
+pub mod compress;
 pub mod exec;
 pub mod flops;
 pub mod learner;

@@ -231,6 +231,8 @@ pub struct Passes {
     /// A step whose loss or gradient norm is NaN/Inf keeps the old parameters and optimizer
     /// state (the update is dropped inside the program; the host sees the non-finite loss).
     pub skip_nonfinite: bool,
+    /// Magnitude pruning inside the step (masks as the `pruned` optimizer slot).
+    pub prune: Option<crate::compress::prune::Prune>,
 }
 
 impl Default for Passes {
@@ -241,6 +243,7 @@ impl Default for Passes {
             grad_accum: 1,
             parallel: None,
             skip_nonfinite: false,
+            prune: None,
         }
     }
 }
@@ -503,6 +506,7 @@ pub fn train_step(
                 batch,
                 k,
                 passes.skip_nonfinite,
+                passes.prune.as_ref(),
             )?)
         })
         .context("remat budget search")?;
@@ -515,7 +519,15 @@ pub fn train_step(
         report.remat = Some(r);
         report.measured_temp_bytes = Some(measured);
     }
-    let mut prog = assemble(&micro, &meta, opt, batch, k, passes.skip_nonfinite)?;
+    let mut prog = assemble(
+        &micro,
+        &meta,
+        opt,
+        batch,
+        k,
+        passes.skip_nonfinite,
+        passes.prune.as_ref(),
+    )?;
     if let Some(plan) = &passes.parallel {
         prog.shard(plan)?;
     }
@@ -555,6 +567,7 @@ fn assemble(
     batch: usize,
     k: usize,
     skip_nonfinite: bool,
+    prune: Option<&crate::compress::prune::Prune>,
 ) -> Result<StepProgram> {
     let mut g = Graph::new("train_step");
     let params: Vec<NodeId> = micro
@@ -666,7 +679,10 @@ fn assemble(
             .collect::<graph::Result<Vec<_>>>()?;
         (g.mul_scalar(out.carries[np], inv)?, grads)
     };
-    let slots = opt.state_slots();
+    let mut slots = opt.state_slots();
+    if prune.is_some() {
+        slots.push(crate::compress::prune::SLOT);
+    }
     let mut state = Vec::with_capacity(np);
     for s in &micro.params {
         let mut v = Vec::with_capacity(slots.len());
@@ -682,10 +698,18 @@ fn assemble(
         .context("building the optimizer update")?;
     let loss = g.convert(loss, DType::F32)?;
     let mut new_params = upd.params.clone();
+    let mut new_state = upd.state.clone();
+    if let Some(pr) = prune {
+        let masks: Vec<NodeId> = state.iter().map(|s| s[s.len() - 1]).collect();
+        let (w, m) = pr.apply(&mut g, &micro.params, &params, &upd.params, &masks, step)?;
+        new_params = w;
+        for (s, m) in new_state.iter_mut().zip(m) {
+            s.push(m);
+        }
+    }
     for (&i, &v) in micro.updates.iter().zip(&updated) {
         new_params[i] = v;
     }
-    let mut new_state = upd.state.clone();
     if skip_nonfinite {
         // x - x is 0 exactly when x is finite (NaN and ±Inf give NaN).
         let s = g.add(loss, upd.grad_norm)?;
