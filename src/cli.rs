@@ -40,8 +40,17 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Sentence embeddings from a pretrained BERT: one JSON line per text.
     Embed(EmbedArgs),
-    /// Compress a trained run (int8 quantization) and evaluate runs.
-    Compress(crate::compress::CompressArgs),
+    /// Compress a trained run (int8 quantization, low rank) and evaluate runs.
+    Compress(CompressArgs),
+}
+
+/// `rxla compress [--backend ..] <quantize|lowrank|eval>`.
+#[derive(Args, Debug, Clone)]
+pub struct CompressArgs {
+    #[command(subcommand)]
+    pub command: crate::compress::CompressCommand,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -215,7 +224,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Summary(args) => summary_cmd(&args),
         Command::Generate(args) => generate_cmd(&args),
         Command::Embed(args) => embed_cmd(&args),
-        Command::Compress(args) => crate::compress::run(&args),
+        Command::Compress(args) => crate::compress::run(&args.command, &|| args.device.client()),
     }
 }
 

@@ -8,15 +8,8 @@ use clap::{Args, Subcommand};
 use train::checkpoint::{self, CheckpointState};
 use train::tensor::Tensor;
 
-use crate::cli::DeviceArgs;
 use crate::config::TrainConfig;
 use crate::registry;
-
-#[derive(Args, Debug, Clone)]
-pub struct CompressArgs {
-    #[command(subcommand)]
-    pub command: CompressCommand,
-}
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum CompressCommand {
@@ -65,15 +58,14 @@ pub struct EvalArgs {
     /// Examples per evaluation batch (default: the config's `train.eval_batch_size`).
     #[arg(long)]
     pub batch: Option<usize>,
-    #[command(flatten)]
-    pub device: DeviceArgs,
 }
 
-pub fn run(args: &CompressArgs) -> Result<()> {
-    match &args.command {
+/// Runs a compress command; `client` starts the PJRT client (`rxla compress --backend ..`).
+pub fn run(cmd: &CompressCommand, client: &dyn Fn() -> Result<runtime::Client>) -> Result<()> {
+    match cmd {
         CompressCommand::Quantize(a) => quantize_cmd(a),
         CompressCommand::Lowrank(a) => lowrank_cmd(a),
-        CompressCommand::Eval(a) => eval_cmd(a),
+        CompressCommand::Eval(a) => eval_cmd(a, client),
     }
 }
 
@@ -237,7 +229,7 @@ fn lowrank_cmd(args: &LowrankArgs) -> Result<()> {
     Ok(())
 }
 
-fn eval_cmd(args: &EvalArgs) -> Result<()> {
+fn eval_cmd(args: &EvalArgs, client: &dyn Fn() -> Result<runtime::Client>) -> Result<()> {
     let dir = newest(&args.run)?;
     let (state, weights) = checkpoint::load_params_typed(&dir)
         .with_context(|| format!("loading {}", dir.display()))?;
@@ -249,7 +241,7 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
         .max(1);
     let data = registry::data(&mut cfg, &args.run)?;
     let model = registry::model(&cfg)?;
-    let client = args.device.client()?;
+    let client = client()?;
     let r =
         train::compress::eval::evaluate(&client, model.as_ref(), &weights, data.as_ref(), batch)?;
     let mut out = serde_json::to_value(&r)?;
@@ -262,12 +254,11 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
         .filter(|t| t.dtype().is_float())
         .map(|t| t.clone().into_f32())
         .collect::<Result<_>>()?;
-    let sparse: serde_json::Map<String, serde_json::Value> =
-        train::compress::prune::sparsity(&floats)
-            .into_iter()
-            .filter(|(_, s)| *s > 0.0)
-            .map(|(n, s)| (n, serde_json::json!(s)))
-            .collect();
+    let sparse: serde_json::Map<String, serde_json::Value> = train::prune::sparsity(&floats)
+        .into_iter()
+        .filter(|(_, s)| *s > 0.0)
+        .map(|(n, s)| (n, serde_json::json!(s)))
+        .collect();
     out["sparsity"] = serde_json::Value::Object(sparse);
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
@@ -284,7 +275,7 @@ pub fn sparsity_of_run(run: &Path) -> Result<(serde_json::Value, String)> {
         .filter(|t| t.dtype().is_float())
         .map(|t| t.clone().into_f32())
         .collect::<Result<_>>()?;
-    let rows = train::compress::prune::sparsity(&floats);
+    let rows = train::prune::sparsity(&floats);
     let (mut zeros, mut total) = (0f64, 0usize);
     let mut text = format!("\nSparsity of {} (exact zeros)\n", dir.display());
     let mut json = serde_json::Map::new();

@@ -254,7 +254,7 @@ pub struct TrainSection {
     pub on_checkpoint_error: OnCheckpointError,
     /// Magnitude pruning on a gradual schedule (`[train.prune]`; see README, Compression).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prune: Option<train::compress::prune::PruneConfig>,
+    pub prune: Option<train::prune::PruneConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod optim;
 pub mod parallel;
 pub mod pipeline;
+pub mod prune;
 pub mod state;
 pub mod step;
 pub mod tensor;

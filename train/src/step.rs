@@ -232,7 +232,7 @@ pub struct Passes {
     /// state (the update is dropped inside the program; the host sees the non-finite loss).
     pub skip_nonfinite: bool,
     /// Magnitude pruning inside the step (masks as the `pruned` optimizer slot).
-    pub prune: Option<crate::compress::prune::Prune>,
+    pub prune: Option<crate::prune::Prune>,
 }
 
 impl Default for Passes {
@@ -567,7 +567,7 @@ fn assemble(
     batch: usize,
     k: usize,
     skip_nonfinite: bool,
-    prune: Option<&crate::compress::prune::Prune>,
+    prune: Option<&crate::prune::Prune>,
 ) -> Result<StepProgram> {
     let mut g = Graph::new("train_step");
     let params: Vec<NodeId> = micro
@@ -681,7 +681,7 @@ fn assemble(
     };
     let mut slots = opt.state_slots();
     if prune.is_some() {
-        slots.push(crate::compress::prune::SLOT);
+        slots.push(crate::prune::SLOT);
     }
     let mut state = Vec::with_capacity(np);
     for s in &micro.params {

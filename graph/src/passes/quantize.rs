@@ -158,6 +158,7 @@ mod tests {
     /// `x (2, 3) · w (3, 4)` with `w` dequantized: the program computes x·(q·s) exactly as the
     /// host does, and the kernel's output axis is its channel.
     #[test]
+    #[allow(clippy::needless_range_loop)] // row-major indices, as the math reads
     fn dequantized_weight_feeds_the_dot() {
         let mut g = Graph::new("lin");
         let x = g.input("x", TensorType::f32([2, 3])).unwrap();

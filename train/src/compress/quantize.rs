@@ -110,7 +110,7 @@ pub struct TensorReport {
 }
 
 /// Tensors smaller than this stay f32: biases and norm gains are few bytes and sensitive.
-pub const MIN_VALUES: usize = 1024;
+pub use crate::prune::MIN_VALUES;
 
 /// Whether a parameter is quantized: f32 matrices (and larger) of at least [`MIN_VALUES`]
 /// values: kernels, embedding and position tables.
@@ -282,6 +282,7 @@ mod tests {
 
     /// Round to nearest with |w/s| ≤ 127 never clips: every element is within scale/2.
     #[test]
+    #[allow(clippy::needless_range_loop)] // parallel arrays indexed together
     fn quantize_dequantize_error_is_at_most_half_a_scale() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for (dims, axes) in [

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 /// The optimizer slot that holds the mask.
 pub const SLOT: &str = "pruned";
 
+/// Tensors smaller than this are never pruned (nor quantized or factored): biases and norm
+/// gains are few values and sensitive.
+pub const MIN_VALUES: usize = 1024;
+
 /// `[train.prune]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,11 +117,9 @@ impl PruneConfig {
 
 impl Prune {
     /// Whether parameter `p` is pruned: matrices and larger of at least
-    /// [`MIN_VALUES`](crate::compress::quantize::MIN_VALUES) values (not biases), not skipped.
+    /// [`MIN_VALUES`] values (not biases), not skipped.
     pub fn prunes(&self, p: &ParamSpec) -> bool {
-        p.ty.rank() >= 2
-            && p.count() >= crate::compress::quantize::MIN_VALUES
-            && !self.skip.contains(&p.name)
+        p.ty.rank() >= 2 && p.count() >= MIN_VALUES && !self.skip.contains(&p.name)
     }
 
     /// The scheduled sparsity at step `t` (host side, as the graph computes it).
