@@ -273,7 +273,8 @@ fn kth_smallest(g: &mut Graph, flat: NodeId, s: NodeId) -> Result<NodeId> {
 
 /// 1.0 where `m < thr`, else 0.0.
 fn below(g: &mut Graph, m: NodeId, thr: NodeId) -> Result<NodeId> {
-    let t = g.broadcast_to(thr, &g.dims(m)?.to_vec())?;
+    let dims = g.dims(m)?.to_vec();
+    let t = g.broadcast_to(thr, &dims)?;
     let lt = g.compare(CompareDir::Lt, m, t)?;
     Ok(g.convert(lt, DType::F32)?)
 }
