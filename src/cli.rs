@@ -59,6 +59,8 @@ pub enum Command {
     /// A job's smoke test: bootstrap, PJRT clients with the job's store, device exchange,
     /// lock-step steps with failure detection.
     DistCheck(crate::dist_check::DistCheckArgs),
+    /// Compress a trained run (int8 quantization, low rank) and evaluate runs.
+    Compress(CompressArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -90,6 +92,15 @@ pub enum DataCommand {
     Stage(Vec<std::ffi::OsString>),
     /// Polite web crawl into WARC (robots.txt, per-host delay, resumable frontier).
     Crawl(crate::crawl_cmd::CrawlArgs),
+}
+
+/// `rxla compress [--backend ..] <quantize|lowrank|eval>`.
+#[derive(Args, Debug, Clone)]
+pub struct CompressArgs {
+    #[command(subcommand)]
+    pub command: crate::compress::CompressCommand,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -158,6 +169,9 @@ pub struct SummaryArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also report the sparsity of each tensor of this run's newest checkpoint (pruning).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -302,6 +316,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compile(args) => crate::compile_cmd::run(&args),
         Command::Launch(args) => crate::launch::run(&args),
         Command::DistCheck(args) => crate::dist_check::run(&args),
+        Command::Compress(args) => crate::compress::run(&args.command, &|| args.device.client()),
     }
 }
 
@@ -596,10 +611,20 @@ fn summary_cmd(args: &SummaryArgs) -> Result<()> {
     )?;
     let mut s = crate::summary::summarize(&prog, Some(&client))?;
     s["passes"] = report.to_json();
+    let sparsity = match &args.run {
+        Some(run) => Some(crate::compress::sparsity_of_run(run)?),
+        None => None,
+    };
+    if let Some((json, _)) = &sparsity {
+        s["sparsity"] = json.clone();
+    }
     if args.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
         print!("{}", crate::summary::render(&s));
+        if let Some((_, text)) = &sparsity {
+            print!("{text}");
+        }
     }
     Ok(())
 }

@@ -261,6 +261,9 @@ pub struct TrainSection {
     /// `[pattern, multiplier]` pairs of the learning rate; the first match wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lr_multipliers: Vec<(String, f64)>,
+    /// Magnitude pruning on a gradual schedule (`[train.prune]`; see README, Compression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<train::prune::PruneConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,6 +328,7 @@ impl TrainSection {
                 freeze: self.freeze.clone(),
                 lr_multipliers: self.lr_multipliers.clone(),
             },
+            prune: self.prune.as_ref().map(|p| p.plan()).transpose()?,
         })
     }
 

@@ -44,6 +44,8 @@ pub struct Run {
     pub dir: PathBuf,
     pub config: crate::config::TrainConfig,
     pub params: Vec<NamedTensor>,
+    /// The parameters as stored (any dtype): what generation uploads.
+    pub stored: Vec<train::tensor::Tensor>,
     pub tokenizer: Tokenizer,
 }
 
@@ -64,21 +66,32 @@ impl Run {
                 run.display()
             )
         })?;
-        let ckpt = train::checkpoint::load(&dir).with_context(|| {
+        // Parameters only, in their stored dtypes (a compressed run holds i8 weights).
+        let (state, stored) = train::checkpoint::load_params_typed(&dir).with_context(|| {
             format!(
                 "the newest checkpoint {} cannot be loaded; move it away to sample from an older one",
                 dir.display()
             )
         })?;
-        let config: crate::config::TrainConfig = serde_json::from_value(ckpt.state.config.clone())
+        let config: crate::config::TrainConfig = serde_json::from_value(state.config.clone())
             .with_context(|| format!("reading the config stored in {}", dir.display()))?;
+        // f32 copies when every tensor is a float (what the benches and references take).
+        let params = if stored.iter().all(|t| t.dtype().is_float()) {
+            stored
+                .iter()
+                .map(|t| t.clone().into_f32())
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         let tok_path = dir.join(data::tokenizer::TOKENIZER_FILE);
         let tokenizer = Tokenizer::load(&tok_path)
             .with_context(|| format!("loading {}", tok_path.display()))?;
         Ok(Run {
             dir,
             config,
-            params: ckpt.params,
+            params,
+            stored,
             tokenizer,
         })
     }
@@ -191,7 +204,7 @@ pub fn generate_gpt(client: &Client, run: &Path, req: &GenerateRequest) -> Resul
         .iter()
         .map(|p| r.encode(p, "--prompt"))
         .collect::<Result<_>>()?;
-    let params = program::DeviceParams::upload(client, &r.params)?;
+    let params = program::DeviceParams::upload_stored(client, &r.stored)?;
     let stdout = std::io::stdout();
     if let Some(beam) = req.beam {
         let mut dec = gpt::CachedGpt::new(client, &cfg, params, beam)?;
@@ -252,7 +265,7 @@ pub fn generate_seq2seq(
     }
     let cfg: models::encdec::EncDecConfig = r.config.model_config()?;
     let ids = encode_with_sentinels(&r, input)?;
-    let params = program::DeviceParams::upload(client, &r.params)?;
+    let params = program::DeviceParams::upload_stored(client, &r.stored)?;
     let mut dec = encdec::CachedEncDec::new(client, &cfg, params, 1)?;
     let opts = SampleOptions {
         max_tokens: opts.max_tokens.min(cfg.tgt_len),
@@ -318,7 +331,7 @@ pub fn from_run(
     let r = Run::load(run)?;
     let cfg = r.gpt(run)?;
     let ids = r.encode(prompt, "--prompt")?;
-    let params = program::DeviceParams::upload(client, &r.params)?;
+    let params = program::DeviceParams::upload_stored(client, &r.stored)?;
     let mut dec = gpt::CachedGpt::new(client, &cfg, params, 1)?;
     let g = sample(&mut dec, &[ids], opts, &mut |_, _, _| {})?;
     Ok((r.tokenizer.decode(&g.tokens[0])?, g.tokens_per_s()))

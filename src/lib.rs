@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cache_cmd;
 pub mod cli;
 pub mod compile_cmd;
+pub mod compress;
 pub mod config;
 pub mod export;
 pub mod finetune;

@@ -8,11 +8,15 @@ use graph::{Graph, NodeId};
 use models::Params;
 use runtime::{Buffer, Client, CompileOptions, Executable};
 use train::checkpoint::NamedTensor;
+use train::tensor::Tensor;
 
 /// A model's parameters on device, by name.
 pub struct DeviceParams {
     bufs: Vec<Buffer>,
     by_name: HashMap<String, usize>,
+    /// Compressed weights (`rxla compress`: i8 + scales, or low-rank factors), bound into each
+    /// program by `train::compress::quantize::bind` instead of fed as f32 parameters.
+    compressed: Vec<Tensor>,
 }
 
 impl DeviceParams {
@@ -23,13 +27,39 @@ impl DeviceParams {
             by_name.insert(t.name.clone(), bufs.len());
             bufs.push(client.buffer_from_host(&t.data, &t.dims, 0)?);
         }
-        Ok(DeviceParams { bufs, by_name })
+        Ok(DeviceParams {
+            bufs,
+            by_name,
+            compressed: Vec::new(),
+        })
+    }
+
+    /// Weights as stored in a checkpoint: float ones upload as f32 parameters; a compressed
+    /// set (any i8 tensor or low-rank factors) is kept for binding into each program.
+    pub fn upload_stored(client: &Client, stored: &[Tensor]) -> Result<DeviceParams> {
+        let factored = stored.iter().any(|t| {
+            t.name.ends_with(".u") && stored.iter().any(|v| v.name == format!("{}v", &t.name[..t.name.len() - 1]))
+        });
+        if factored || stored.iter().any(|t| !t.dtype().is_float()) {
+            return Ok(DeviceParams {
+                bufs: Vec::new(),
+                by_name: HashMap::new(),
+                compressed: stored.to_vec(),
+            });
+        }
+        let f32s: Vec<NamedTensor> = stored
+            .iter()
+            .map(|t| t.clone().into_f32())
+            .collect::<Result<_>>()?;
+        DeviceParams::upload(client, &f32s)
     }
 }
 
-/// One argument of a program: a named parameter or the next data input.
+/// One argument of a program: a named parameter, a weight bound into this program, or the
+/// next data input.
 enum Arg {
     Param(usize),
+    Own(usize),
     Data,
 }
 
@@ -37,6 +67,8 @@ pub struct Program {
     exe: Executable,
     args: Vec<Arg>,
     n_data: usize,
+    /// Buffers of the weights bound into this program (compressed runs).
+    own: Vec<Buffer>,
 }
 
 impl Program {
@@ -49,6 +81,9 @@ impl Program {
         params: &DeviceParams,
         donate: &[(NodeId, usize)],
     ) -> Result<Program> {
+        if !params.compressed.is_empty() {
+            return Program::compile_bound(client, g, p, params, donate);
+        }
         let mut args = Vec::new();
         let mut aliases = Vec::new();
         let mut n_data = 0;
@@ -85,7 +120,54 @@ impl Program {
             ..Default::default()
         };
         let (_, exe) = train::exec::compile(client, g, &lower_opts, &CompileOptions::default())?;
-        Ok(Program { exe, args, n_data })
+        Ok(Program {
+            exe,
+            args,
+            n_data,
+            own: Vec::new(),
+        })
+    }
+
+    /// [`Program::compile`] over compressed weights: dequantized (or run as two matmuls)
+    /// inside the program, their buffers owned by it.
+    fn compile_bound(
+        client: &Client,
+        g: &Graph,
+        p: &Params,
+        params: &DeviceParams,
+        donate: &[(NodeId, usize)],
+    ) -> Result<Program> {
+        use train::compress::quantize::{bind, upload, BoundArg};
+        let (bound_g, bound) = bind(g, &p.specs, &params.compressed)?;
+        let orig = g.args();
+        let (mut args, mut aliases, mut own, mut n_data) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        for (i, b) in bound.iter().enumerate() {
+            match b {
+                BoundArg::Weight(t) => {
+                    own.push(upload(client, t)?);
+                    args.push(Arg::Own(own.len() - 1));
+                }
+                BoundArg::Other(k) => {
+                    if let Some(&(_, out)) = donate.iter().find(|(n, _)| *n == orig[*k]) {
+                        aliases.push((i, out));
+                    }
+                    args.push(Arg::Data);
+                    n_data += 1;
+                }
+            }
+        }
+        let lower_opts = lower::LowerOptions {
+            aliases,
+            ..Default::default()
+        };
+        let (_, exe) =
+            train::exec::compile(client, &bound_g, &lower_opts, &CompileOptions::default())?;
+        Ok(Program {
+            exe,
+            args,
+            n_data,
+            own,
+        })
     }
 
     /// Runs with the data inputs in creation order; donated inputs are consumed.
@@ -103,6 +185,7 @@ impl Program {
             .iter()
             .map(|a| match a {
                 Arg::Param(i) => &params.bufs[*i],
+                Arg::Own(i) => &self.own[*i],
                 Arg::Data => data.next().expect("counted"),
             })
             .collect();

@@ -247,6 +247,17 @@ pub fn params_file(dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
     Ok((dir.join(PARAMS), read_verified(dir, &state, PARAMS)?))
 }
 
+/// The state and parameters of checkpoint `dir` in their stored dtypes (an int8-quantized
+/// model's i8 weights and f32 scales included), verified; no optimizer state.
+pub fn load_params_typed(dir: &Path) -> Result<(CheckpointState, Vec<tensor::Tensor>)> {
+    let state = read_state(dir)?;
+    let bytes = read_verified(dir, &state, PARAMS)?;
+    for f in &state.files {
+        read_verified(dir, &state, f)?;
+    }
+    Ok((state, tensor::decode(&bytes, &dir.join(PARAMS))?))
+}
+
 /// Loads and verifies a checkpoint directory (checksums, format) with f32 tensors.
 pub fn load(dir: &Path) -> Result<Checkpoint> {
     let state = read_state(dir)?;

@@ -5,6 +5,7 @@
 
 pub mod callbacks;
 pub mod checkpoint;
+pub mod compress;
 pub mod exec;
 pub mod flops;
 pub mod groups;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod optim;
 pub mod parallel;
 pub mod pipeline;
+pub mod prune;
 pub mod state;
 pub mod step;
 pub mod tensor;

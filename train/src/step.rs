@@ -251,6 +251,8 @@ pub struct Passes {
     pub skip_nonfinite: bool,
     /// Frozen parameters and learning-rate multipliers (`train.freeze`, `train.lr_multipliers`).
     pub groups: crate::groups::ParamGroups,
+    /// Magnitude pruning inside the step (masks as the `pruned` optimizer slot).
+    pub prune: Option<crate::prune::Prune>,
 }
 
 impl Default for Passes {
@@ -262,6 +264,7 @@ impl Default for Passes {
             parallel: None,
             skip_nonfinite: false,
             groups: Default::default(),
+            prune: None,
         }
     }
 }
@@ -539,6 +542,7 @@ pub fn train_step(
                 batch,
                 k,
                 passes.skip_nonfinite,
+                passes.prune.as_ref(),
             )?)
         })
         .context("remat budget search")?;
@@ -551,7 +555,15 @@ pub fn train_step(
         report.remat = Some(r);
         report.measured_temp_bytes = Some(measured);
     }
-    let mut prog = assemble(&micro, &meta, opt, batch, k, passes.skip_nonfinite)?;
+    let mut prog = assemble(
+        &micro,
+        &meta,
+        opt,
+        batch,
+        k,
+        passes.skip_nonfinite,
+        passes.prune.as_ref(),
+    )?;
     if let Some(plan) = &passes.parallel {
         prog.shard(plan)?;
     }
@@ -591,6 +603,7 @@ fn assemble(
     batch: usize,
     k: usize,
     skip_nonfinite: bool,
+    prune: Option<&crate::prune::Prune>,
 ) -> Result<StepProgram> {
     let mut g = Graph::new("train_step");
     let params: Vec<NodeId> = micro
@@ -705,7 +718,10 @@ fn assemble(
             .collect::<graph::Result<Vec<_>>>()?;
         (g.mul_scalar(out.carries[nt], inv)?, grads)
     };
-    let slots = opt.state_slots();
+    let mut slots = opt.state_slots();
+    if prune.is_some() {
+        slots.push(crate::prune::SLOT);
+    }
     // Optimizer state only for trainable parameters (frozen ones get an empty list).
     let mut state = vec![Vec::new(); np];
     for &i in &tr {
@@ -737,6 +753,16 @@ fn assemble(
     for (j, &i) in tr.iter().enumerate() {
         new_params[i] = upd.params[j];
         new_state[i] = upd.state[j].clone();
+    }
+    if let Some(pr) = prune {
+        // Masks are the last slot of the trainable parameters (frozen ones are not pruned).
+        let specs: Vec<ParamSpec> = tr.iter().map(|&i| micro.params[i].clone()).collect();
+        let masks: Vec<NodeId> = tr.iter().map(|&i| state[i][state[i].len() - 1]).collect();
+        let (w, m) = pr.apply(&mut g, &specs, &t_params, &upd.params, &masks, step)?;
+        for ((&i, w), m) in tr.iter().zip(w).zip(m) {
+            new_params[i] = w;
+            new_state[i].push(m);
+        }
     }
     for (&i, &v) in micro.updates.iter().zip(&updated) {
         new_params[i] = v;

@@ -33,7 +33,9 @@
 //! the pass, not a crash in XLA. It costs about 1 ms on a GPT-2-small step
 //! graph (9k nodes), less than each pass itself.
 
+pub mod lowrank;
 pub mod precision;
+pub mod quantize;
 pub mod region;
 pub mod remat;
 #[cfg(test)]
@@ -42,6 +44,7 @@ pub mod verify;
 pub mod vmap;
 
 pub use precision::{mixed_precision, PrecisionPolicy, PrecisionReport};
+pub use quantize::{dequantize_args, output_channel_axes, Dequantize, QuantArg};
 pub use region::{node_bytes, residuals, NodeTag, RegionId, Regions};
 pub use remat::{
     estimate, remat, remat_within, RegionEstimate, RegionPolicy, RegionRemat, RematEstimate,

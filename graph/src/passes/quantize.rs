@@ -1,0 +1,220 @@
+//! Weight-only int8 quantization inside the compiled program: chosen f32 arguments become an
+//! i8 argument plus an f32 scale argument, dequantized in the graph (`convert(q) · scale`),
+//! so the weights travel and sit on device as i8 and every consumer sees f32 as before.
+//!
+//! Scales are per output channel: [`output_channel_axes`] reads them off the graph (the axes
+//! no dot contracts), and a scale argument keeps the weight's rank with size 1 on the other
+//! axes (`(1, out)` for a `(in, out)` kernel, `(V, 1)` for an embedding table).
+
+use crate::error::{GraphError, Result};
+use crate::ir::{Graph, NodeId};
+use crate::op::Op;
+use crate::types::{DType, TensorType};
+
+/// One argument to dequantize: its index in [`Graph::args`] and its scale's shape (the
+/// weight's dims, 1 on the axes one scale covers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dequantize {
+    pub arg: usize,
+    pub scale_dims: Vec<i64>,
+}
+
+/// Where an argument of the rewritten graph comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantArg {
+    /// The source graph's argument `i`, unchanged.
+    Same(usize),
+    /// The i8 values of source argument `i`.
+    Int8(usize),
+    /// The f32 scales of source argument `i`.
+    Scale(usize),
+}
+
+/// Axes of parameter `p` that are output channels: those that no `dot_general` using `p`
+/// (directly or through converts) contracts or batches. A parameter used by no dot (an
+/// embedding looked up by row, a position table) has its rows as channels: axis 0.
+pub fn output_channel_axes(g: &Graph, p: NodeId) -> Result<Vec<usize>> {
+    let rank = g.rank(p)?;
+    let mut reduced = vec![false; rank];
+    let mut any_dot = false;
+    let mut frontier = vec![p];
+    while let Some(x) = frontier.pop() {
+        for id in g.ids() {
+            let n = g.node(id)?;
+            if !n.inputs.contains(&x) {
+                continue;
+            }
+            match &n.op {
+                Op::Convert(_) => frontier.push(id),
+                Op::DotGeneral { dims, .. } => {
+                    any_dot = true;
+                    for (side, &inp) in n.inputs.iter().enumerate() {
+                        if inp != x {
+                            continue;
+                        }
+                        let (c, b) = if side == 0 {
+                            (&dims.lhs_contract, &dims.lhs_batch)
+                        } else {
+                            (&dims.rhs_contract, &dims.rhs_batch)
+                        };
+                        for &a in c.iter().chain(b) {
+                            reduced[a] = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if !any_dot {
+        return Ok(if rank == 0 { vec![] } else { vec![0] });
+    }
+    Ok((0..rank).filter(|&a| !reduced[a]).collect())
+}
+
+/// The scale shape of a weight of `dims` with one scale per index of `channel_axes`.
+pub fn scale_dims(dims: &[i64], channel_axes: &[usize]) -> Vec<i64> {
+    dims.iter()
+        .enumerate()
+        .map(|(a, &d)| if channel_axes.contains(&a) { d } else { 1 })
+        .collect()
+}
+
+/// `g` with each argument of `specs` replaced by an i8 argument (same name and kind) and an
+/// f32 `<name>.qscale` argument right after it, dequantized before first use. Returns the new
+/// graph and where each of its arguments comes from.
+pub fn dequantize_args(g: &Graph, specs: &[Dequantize]) -> Result<(Graph, Vec<QuantArg>)> {
+    let args = g.args();
+    let mut out = Graph::new(g.name.clone());
+    let mut new_args = Vec::with_capacity(args.len());
+    let mut sources = Vec::with_capacity(args.len() + specs.len());
+    for (i, &a) in args.iter().enumerate() {
+        let node = g.node(a)?;
+        let ty = g.ty(a)?.clone();
+        let name = node.name.clone().unwrap_or_else(|| format!("arg{i}"));
+        let trainable = matches!(node.op, Op::Parameter(_));
+        let mk = |out: &mut Graph, name: &str, ty: TensorType| {
+            if trainable {
+                out.parameter(name, ty)
+            } else {
+                out.input(name, ty)
+            }
+        };
+        let Some(spec) = specs.iter().find(|s| s.arg == i) else {
+            new_args.push(mk(&mut out, &name, ty)?);
+            sources.push(QuantArg::Same(i));
+            continue;
+        };
+        if ty.dtype != DType::F32 {
+            return Err(GraphError::Invalid(format!(
+                "quantizing argument `{name}`: it is {ty}, only f32 weights are quantized"
+            )));
+        }
+        let dims = ty.dims().to_vec();
+        let ok_scale = spec.scale_dims.len() == dims.len()
+            && spec
+                .scale_dims
+                .iter()
+                .zip(&dims)
+                .all(|(&s, &d)| s == d || s == 1);
+        if !ok_scale {
+            return Err(GraphError::Invalid(format!(
+                "quantizing argument `{name}` {ty}: scale dims {:?} must equal its dims or be 1",
+                spec.scale_dims
+            )));
+        }
+        let q = mk(&mut out, &name, TensorType::new(DType::I8, dims.clone()))?;
+        let s = mk(
+            &mut out,
+            &format!("{name}.qscale"),
+            TensorType::new(DType::F32, spec.scale_dims.clone()),
+        )?;
+        sources.push(QuantArg::Int8(i));
+        sources.push(QuantArg::Scale(i));
+        // Scales of shape (1, out) broadcast along the size-1 axes.
+        let kept: Vec<usize> = (0..dims.len())
+            .filter(|&a| spec.scale_dims[a] != 1)
+            .collect();
+        let flat: Vec<i64> = kept.iter().map(|&a| dims[a]).collect();
+        let s = out.reshape(s, flat)?;
+        let s = out.broadcast_in_dim(s, dims, &kept)?;
+        let qf = out.convert(q, DType::F32)?;
+        new_args.push(out.mul(qf, s)?);
+    }
+    // Dequantized values stand in for the old arguments; everything else is copied.
+    let map = crate::rewrite::inline(&mut out, g, &new_args)?;
+    let outs: Vec<NodeId> = g.outputs.iter().map(|o| map[o.index()]).collect();
+    out.set_outputs(&outs)?;
+    let out = super::checked("dequantize_args", g, out)?;
+    Ok((out, sources))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interp::{eval, HostTensor};
+    use crate::ops::dot::DotDims;
+
+    /// `x (2, 3) · w (3, 4)` with `w` dequantized: the program computes x·(q·s) exactly as the
+    /// host does, and the kernel's output axis is its channel.
+    #[test]
+    #[allow(clippy::needless_range_loop)] // row-major indices, as the math reads
+    fn dequantized_weight_feeds_the_dot() {
+        let mut g = Graph::new("lin");
+        let x = g.input("x", TensorType::f32([2, 3])).unwrap();
+        let w = g.parameter("w", TensorType::f32([3, 4])).unwrap();
+        let y = g
+            .dot_general(x, w, DotDims::contract(&[1], &[0]), None)
+            .unwrap();
+        g.set_outputs(&[y]).unwrap();
+        assert_eq!(output_channel_axes(&g, w).unwrap(), vec![1]);
+        assert_eq!(output_channel_axes(&g, x).unwrap(), vec![0]);
+        let spec = Dequantize {
+            arg: 1,
+            scale_dims: scale_dims(&[3, 4], &[1]),
+        };
+        let (q, src) = dequantize_args(&g, &[spec]).unwrap();
+        assert_eq!(
+            src,
+            vec![QuantArg::Same(0), QuantArg::Int8(1), QuantArg::Scale(1)]
+        );
+        let xs: Vec<f32> = (0..6).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let qs: Vec<f64> = (0..12).map(|i| (i * 37 % 255) as f64 - 127.0).collect();
+        let ss = [0.5f32, 0.25, 2.0, 0.125];
+        let args = [
+            HostTensor::f32(&[2, 3], &xs).unwrap(),
+            HostTensor::new(TensorType::new(DType::I8, [3, 4]), qs.clone()).unwrap(),
+            HostTensor::f32(&[1, 4], &ss).unwrap(),
+        ];
+        let got = eval(&q, &args).unwrap()[0].to_f32();
+        for r in 0..2 {
+            for c in 0..4 {
+                let want: f64 = (0..3)
+                    .map(|k| xs[r * 3 + k] as f64 * qs[k * 4 + c] * ss[c] as f64)
+                    .sum();
+                assert!((got[r * 4 + c] as f64 - want).abs() < 1e-5, "{r},{c}");
+            }
+        }
+        // A wrong scale shape or a non-f32 argument is refused by name.
+        let bad = Dequantize {
+            arg: 1,
+            scale_dims: vec![3, 2],
+        };
+        let e = dequantize_args(&g, &[bad]).unwrap_err().to_string();
+        assert!(e.contains("`w`") && e.contains("scale dims"), "{e}");
+    }
+
+    /// A tied embedding (looked up by row and contracted on D by the head) has rows as channels.
+    #[test]
+    fn tied_embedding_channels_are_rows() {
+        let mut g = Graph::new("tied");
+        let ids = g.input("ids", TensorType::new(DType::I32, [2])).unwrap();
+        let wte = g.parameter("wte", TensorType::f32([5, 3])).unwrap();
+        let h = g.gather(wte, ids).unwrap(); // (2, 3)
+        let logits = g
+            .dot_general(h, wte, DotDims::contract(&[1], &[1]), None)
+            .unwrap();
+        g.set_outputs(&[logits]).unwrap();
+        assert_eq!(output_channel_axes(&g, wte).unwrap(), vec![0]);
+    }
+}

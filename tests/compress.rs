@@ -1,0 +1,338 @@
+//! Compression end to end through the binary: int8 quantization of a trained run (weights
+//! within scale/2, i8 on disk, eval and generate of the quantized run), low-rank
+//! factorization, and magnitude pruning
+//! (masks survive save/resume exactly, pruned weights exactly zero, 2:4 groups).
+
+mod common;
+use common::{metric_rows, ok, rxla, rxla_err, rxla_ok, tmp_dir, train};
+use std::path::Path;
+use train::tensor::{Tensor, TensorData};
+
+const TINY_GPT: &str = r#"
+seed = 3
+[model]
+kind = "gpt"
+seq_len = 16
+d_model = 32
+n_layers = 1
+n_heads = 2
+[data]
+dataset = "moby-dick"
+max_eval_windows = 32
+[train]
+batch_size = 4
+steps = 12
+log_every = 1
+checkpoint_every = 4
+keep_checkpoints = 5
+[optimizer]
+kind = "adamw"
+lr = 0.01
+weight_decay = 0.1
+[schedule]
+kind = "constant"
+"#;
+
+fn newest(run: &Path) -> std::path::PathBuf {
+    train::checkpoint::latest(&run.join("checkpoints"))
+        .unwrap()
+        .unwrap()
+}
+
+fn params(dir: &Path) -> Vec<Tensor> {
+    train::tensor::read(&dir.join("params.safetensors")).unwrap()
+}
+
+fn eval_json(run: &Path) -> serde_json::Value {
+    let o = rxla_ok(&["compress", "eval", "--run", run.to_str().unwrap()]);
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn int8_quantized_and_low_rank_runs_evaluate_and_generate() {
+    let root = tmp_dir("compress-q");
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, TINY_GPT).unwrap();
+    let (a, q) = (root.join("a"), root.join("q"));
+    ok(&train(&cfg, &a, &["--set", "train.steps=8"]));
+    rxla_ok(&[
+        "compress",
+        "quantize",
+        "--run",
+        a.to_str().unwrap(),
+        "--out",
+        q.to_str().unwrap(),
+    ]);
+    let src = params(&newest(&a));
+    let dst = params(&newest(&q));
+    let by_name = |n: &str| dst.iter().find(|t| t.name == n).unwrap();
+    let mut quantized = 0;
+    for w in &src {
+        let TensorData::F32(x) = &w.data else {
+            panic!("f32 source")
+        };
+        let stored = by_name(&w.name);
+        match &stored.data {
+            TensorData::F32(y) => assert_eq!(x, y, "{} kept f32 as it was", w.name),
+            TensorData::I8(qv) => {
+                quantized += 1;
+                let s = by_name(&format!("{}.qscale", w.name));
+                let TensorData::F32(sv) = &s.data else {
+                    panic!("f32 scales")
+                };
+                let deq = train::compress::quantize::dequantize(
+                    &train::compress::quantize::Quantized {
+                        q: qv.clone(),
+                        scales: sv.clone(),
+                        scale_dims: s.dims.clone(),
+                    },
+                    &w.dims,
+                );
+                // One scale per output channel: fewer scales than values.
+                assert!(sv.len() < x.len() && sv.len() > 1, "{}", w.name);
+                let smax = sv.iter().cloned().fold(0f32, f32::max) as f64;
+                for (i, (&a, &b)) in x.iter().zip(&deq).enumerate() {
+                    let err = (a as f64 - b as f64).abs();
+                    assert!(err <= smax / 2.0 + 1e-7, "{}[{i}]: {a} vs {b}", w.name);
+                }
+            }
+            d => panic!("{}: unexpected dtype {:?}", w.name, d.dtype()),
+        }
+    }
+    assert!(quantized >= 5, "kernels and the token table: {quantized}");
+    let before = std::fs::metadata(newest(&a).join("params.safetensors"))
+        .unwrap()
+        .len();
+    let after = std::fs::metadata(newest(&q).join("params.safetensors"))
+        .unwrap()
+        .len();
+    assert!(before as f64 / after as f64 > 3.0, "{before} -> {after}");
+    // Eval runs the dequantizing program; the quantized model is close to the f32 one.
+    let (ea, eq) = (eval_json(&a), eval_json(&q));
+    let (ba, bq) = (
+        ea["metrics"]["eval_bits_per_byte"].as_f64().unwrap(),
+        eq["metrics"]["eval_bits_per_byte"].as_f64().unwrap(),
+    );
+    assert!(ba.is_finite() && (ba - bq).abs() < 0.02, "{ba} vs {bq}");
+    assert_ne!(ba, bq, "the quantized weights are not the f32 ones");
+    assert!(
+        eq["weight_bytes_on_device"].as_u64().unwrap()
+            < ea["weight_bytes_on_device"].as_u64().unwrap()
+    );
+    // Generation samples from the quantized run.
+    let o = rxla_ok(&[
+        "generate",
+        "--run",
+        q.to_str().unwrap(),
+        "--max-tokens",
+        "8",
+        "--prompt",
+        "Call me",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("Call me"));
+    // Low-rank: the factored run evaluates (two matmuls per kernel) with fewer parameters.
+    let lr = root.join("lr");
+    rxla_ok(&[
+        "compress",
+        "lowrank",
+        "--run",
+        a.to_str().unwrap(),
+        "--out",
+        lr.to_str().unwrap(),
+        "--rank",
+        "8",
+    ]);
+    let f = params(&newest(&lr));
+    let u = f.iter().find(|t| t.name == "h0.mlp.fc.w.u").unwrap();
+    assert_eq!(u.dims, vec![32, 8]);
+    let n = |ts: &[Tensor]| ts.iter().map(|t| t.data.len()).sum::<usize>();
+    assert!(n(&f) < n(&src));
+    let el = eval_json(&lr);
+    let bl = el["metrics"]["eval_bits_per_byte"].as_f64().unwrap();
+    assert!(bl.is_finite() && bl > ba - 0.01, "rank 8: {bl} vs f32 {ba}");
+    rxla_ok(&[
+        "generate",
+        "--run",
+        lr.to_str().unwrap(),
+        "--max-tokens",
+        "4",
+    ]);
+    let e = rxla_err(&[
+        "compress",
+        "lowrank",
+        "--run",
+        a.to_str().unwrap(),
+        "--out",
+        root.join("lr2").to_str().unwrap(),
+        "--energy",
+        "1.5",
+    ]);
+    assert!(e.contains("--energy 1.5"), "{e}");
+    // Refusals: a non-empty --out, quantizing twice, resuming training from int8 weights.
+    let e = rxla_err(&[
+        "compress",
+        "quantize",
+        "--run",
+        a.to_str().unwrap(),
+        "--out",
+        q.to_str().unwrap(),
+    ]);
+    assert!(e.contains("is not empty"), "{e}");
+    let e = rxla_err(&[
+        "compress",
+        "quantize",
+        "--run",
+        q.to_str().unwrap(),
+        "--out",
+        root.join("qq").to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("already compressed") && e.contains("is i8"),
+        "{e}"
+    );
+}
+
+/// (step, loss) of every logged step.
+fn losses(dir: &Path) -> Vec<(u64, f64)> {
+    metric_rows(dir)
+        .iter()
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+const PRUNE: &[&str] = &[
+    "--set",
+    "train.prune.sparsity=0.5",
+    "--set",
+    "train.prune.start=2",
+    "--set",
+    "train.prune.end=8",
+];
+
+#[test]
+fn pruning_masks_survive_resume_exactly_and_pruned_weights_are_zero() {
+    let root = tmp_dir("compress-prune");
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, TINY_GPT).unwrap();
+    let (a, b) = (root.join("a"), root.join("b"));
+    ok(&train(&cfg, &a, PRUNE));
+    let mut first = PRUNE.to_vec();
+    first.extend(["--set", "train.steps=4"]);
+    ok(&train(&cfg, &b, &first));
+    let mut rest = PRUNE.to_vec();
+    rest.push("--resume");
+    ok(&train(&cfg, &b, &rest));
+    assert_eq!(losses(&a), losses(&b), "resumed run = uninterrupted run");
+    let (ca, cb) = (
+        train::checkpoint::load(&newest(&a)).unwrap(),
+        train::checkpoint::load(&newest(&b)).unwrap(),
+    );
+    assert_eq!(ca.state.step, 12);
+    assert_eq!(ca.params, cb.params, "parameters bit for bit");
+    assert_eq!(ca.optimizer, cb.optimizer, "masks and moments bit for bit");
+    let mut pruned_tensors = 0;
+    for p in &ca.params {
+        let mask = ca
+            .optimizer
+            .iter()
+            .find(|t| t.name == format!("{}.pruned", p.name))
+            .unwrap();
+        let n = p.data.len();
+        let masked = mask.data.iter().filter(|&&m| m == 1.0).count();
+        assert!(mask.data.iter().all(|&m| m == 0.0 || m == 1.0));
+        for (i, (&w, &m)) in p.data.iter().zip(&mask.data).enumerate() {
+            if m == 1.0 {
+                assert_eq!(w.to_bits(), 0, "{}[{i}] pruned but {w}", p.name);
+            }
+        }
+        if p.dims.len() >= 2 && n >= 1024 {
+            pruned_tensors += 1;
+            // Per layer: floor(0.5 n) smallest, fewer only on exact ties.
+            let s = masked as f64 / n as f64;
+            assert!(s > 0.45 && s <= 0.5, "{}: sparsity {s}", p.name);
+        } else {
+            assert_eq!(masked, 0, "{}: vectors and biases are never pruned", p.name);
+        }
+    }
+    assert!(pruned_tensors >= 5);
+    // Before `start` nothing is pruned: the step-4 checkpoint's ramp is partial (s(3) < 0.5).
+    let early = train::checkpoint::load(&a.join("checkpoints/step-00000004")).unwrap();
+    let w = early.params.iter().find(|t| t.name == "wte").unwrap();
+    let z = w.data.iter().filter(|&&x| x == 0.0).count() as f64 / w.data.len() as f64;
+    assert!(z > 0.0 && z < 0.45, "step 4 sparsity {z}");
+    // The eval and summary commands report it per tensor.
+    let e = eval_json(&a);
+    assert!(e["sparsity"]["h0.mlp.fc.w"].as_f64().unwrap() > 0.45);
+    let o = rxla_ok(&[
+        "summary",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        a.to_str().unwrap(),
+        "--json",
+    ]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        s["sparsity"]["h0.mlp.fc.w"].as_f64(),
+        e["sparsity"]["h0.mlp.fc.w"].as_f64()
+    );
+}
+
+#[test]
+fn two_four_pruning_keeps_two_of_every_four() {
+    let root = tmp_dir("compress-24");
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, TINY_GPT).unwrap();
+    let a = root.join("a");
+    ok(&train(
+        &cfg,
+        &a,
+        &[
+            "--set",
+            "train.prune.kind=\"2:4\"",
+            "--set",
+            "train.prune.start=2",
+            "--set",
+            "train.prune.end=6",
+            "--set",
+            "train.steps=8",
+        ],
+    ));
+    let c = train::checkpoint::load(&newest(&a)).unwrap();
+    for p in c
+        .params
+        .iter()
+        .filter(|p| p.dims.len() >= 2 && p.data.len() >= 1024)
+    {
+        let rest: usize = p.dims[1..].iter().product::<i64>() as usize;
+        let groups = p.dims[0] as usize / 4;
+        for gi in 0..groups {
+            for r in 0..rest {
+                let zeros = (0..4)
+                    .filter(|k| p.data[(gi * 4 + k) * rest + r] == 0.0)
+                    .count();
+                assert!(
+                    zeros >= 2,
+                    "{} group {gi} column {r}: {zeros} zeros",
+                    p.name
+                );
+            }
+        }
+    }
+    // A bad pattern is an error naming the key.
+    let o = rxla(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        root.join("bad").to_str().unwrap(),
+        "--set",
+        "train.prune.kind=\"4:2\"",
+        "--set",
+        "train.prune.start=0",
+        "--set",
+        "train.prune.end=1",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("train.prune.kind"), "{e}");
+}
