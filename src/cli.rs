@@ -1,5 +1,6 @@
 //! The `rxla` command line.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
@@ -89,7 +90,7 @@ pub enum DataCommand {
     /// A document-pipeline stage: `rxla data <extract|filter|dedup..|tokenize..|run> --config F`
     /// (see `rxla data run --help`).
     #[command(external_subcommand)]
-    Stage(Vec<std::ffi::OsString>),
+    Stage(Vec<OsString>),
     /// Polite web crawl into WARC (robots.txt, per-host delay, resumable frontier).
     Crawl(crate::crawl_cmd::CrawlArgs),
 }

@@ -2,6 +2,7 @@
 //! run` chaining them as N local processes per stage. The shard index defaults to the
 //! scheduler's array index (`SLURM_ARRAY_TASK_ID`, Kubernetes' `JOB_COMPLETION_INDEX`).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -18,9 +19,9 @@ struct StageCli {
 }
 
 /// Runs the stage `argv` names (`argv[0]` is the stage).
-pub fn stage_cmd(argv: Vec<std::ffi::OsString>) -> Result<()> {
+pub fn stage_cmd(argv: Vec<OsString>) -> Result<()> {
     use clap::Parser;
-    let argv = std::iter::once(std::ffi::OsString::from("rxla data")).chain(argv);
+    let argv = std::iter::once(OsString::from("rxla data")).chain(argv);
     data_cmd(&StageCli::parse_from(argv).args)
 }
 

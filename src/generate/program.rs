@@ -38,7 +38,10 @@ impl DeviceParams {
     /// set (any i8 tensor or low-rank factors) is kept for binding into each program.
     pub fn upload_stored(client: &Client, stored: &[Tensor]) -> Result<DeviceParams> {
         let factored = stored.iter().any(|t| {
-            t.name.ends_with(".u") && stored.iter().any(|v| v.name == format!("{}v", &t.name[..t.name.len() - 1]))
+            t.name.ends_with(".u")
+                && stored
+                    .iter()
+                    .any(|v| v.name == format!("{}v", &t.name[..t.name.len() - 1]))
         });
         if factored || stored.iter().any(|t| !t.dtype().is_float()) {
             return Ok(DeviceParams {
