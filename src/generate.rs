@@ -75,6 +75,20 @@ impl Run {
         })?;
         let config: crate::config::TrainConfig = serde_json::from_value(state.config.clone())
             .with_context(|| format!("reading the config stored in {}", dir.display()))?;
+        let i8 = train::tensor::Dtype::I8;
+        if let Some(t) = stored
+            .iter()
+            .find(|t| !t.dtype().is_float() && t.dtype() != i8)
+        {
+            bail!(
+                "{}: tensor `{}` is {}, not a float (nor an i8 weight with its scales, as \
+                 `rxla compress quantize` writes): move the checkpoint away to sample from an \
+                 older one",
+                dir.join("params.safetensors").display(),
+                t.name,
+                t.dtype()
+            );
+        }
         // f32 copies when every tensor is a float (what the benches and references take).
         let params = if stored.iter().all(|t| t.dtype().is_float()) {
             stored

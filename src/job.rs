@@ -74,7 +74,9 @@ impl JobArgs {
         let hosts = me == 0;
         let linger = o.heartbeat_interval * 3;
         o.on_failure = Some(Arc::new(move |f: &dist::Failure| {
-            eprintln!("rxla: process {me}: stopping: {f}");
+            // One write, so lines of processes sharing a terminal or pipe do not interleave.
+            let line = format!("rxla: process {me}: stopping: {f}\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
             if hosts {
                 // Keep serving a moment so every process learns what failed, not just that
                 // the coordinator went away.

@@ -153,11 +153,17 @@ pub fn plugin_path(backend: Backend) -> Result<PathBuf> {
             for dir in python_site_dirs() {
                 candidates.push(dir.join("libtpu").join("libtpu.so"));
             }
-            // Else the pinned libtpu, fetched into the cache.
-            match first_file(&candidates) {
-                Some(p) => Ok(p),
-                None => Ok(ensure_package(&LIBTPU)?.join(LIBTPU_FILE)),
-            }
+            // Running needs a TPU VM's libtpu; the pinned one in the cache is for compiling
+            // (`tpu_plugin_path`): a TPU client on a machine without TPUs waits for them.
+            first_file(&candidates).ok_or_else(|| {
+                err(
+                    "no TPU PJRT plugin found (looked for libtpu/libtpu.so in Python's \
+                     site-packages and $TPU_LIBRARY_PATH); on a TPU VM install it with `python3 \
+                     -m pip install libtpu`, or set RXLA_PJRT_PLUGIN=/path/to/libtpu.so; to \
+                     compile for TPUs from this machine use `rxla compile --target tpu:..`"
+                        .into(),
+                )
+            })
         }
     }
 }
