@@ -95,7 +95,7 @@ pub fn to_hf(params: &[NamedTensor]) -> Result<Vec<Tensor>> {
             } else {
                 (p.dims.clone(), TensorData::F32(p.data.clone()))
             };
-            Ok(Tensor::new(name, dims, data)?)
+            Tensor::new(name, dims, data)
         })
         .collect()
 }
