@@ -69,18 +69,6 @@ pub fn run(cmd: &CompressCommand, client: &dyn Fn() -> Result<runtime::Client>) 
     }
 }
 
-/// The newest complete checkpoint of run `run`.
-fn newest(run: &Path) -> Result<PathBuf> {
-    let root = run.join("checkpoints");
-    checkpoint::latest(&root)?.with_context(|| {
-        format!(
-            "no complete checkpoint in {}: train with --out {} first",
-            root.display(),
-            run.display()
-        )
-    })
-}
-
 fn config_of(state: &CheckpointState, dir: &Path) -> Result<TrainConfig> {
     serde_json::from_value(state.config.clone())
         .with_context(|| format!("reading the config stored in {}", dir.display()))
@@ -111,7 +99,7 @@ fn check_out(out: &Path) -> Result<()> {
 /// The newest f32 checkpoint of `run`, its model's eval program (which says how each weight
 /// is used), and the checkpoint.
 fn load_source(run: &Path) -> Result<(PathBuf, train::step::StepProgram, checkpoint::Checkpoint)> {
-    let src = newest(run)?;
+    let src = checkpoint::newest(run)?;
     let ckpt = checkpoint::load(&src).with_context(|| {
         format!(
             "loading {} (f32 weights; an already compressed run cannot be compressed again)",
@@ -230,7 +218,7 @@ fn lowrank_cmd(args: &LowrankArgs) -> Result<()> {
 }
 
 fn eval_cmd(args: &EvalArgs, client: &dyn Fn() -> Result<runtime::Client>) -> Result<()> {
-    let dir = newest(&args.run)?;
+    let dir = checkpoint::newest(&args.run)?;
     let (state, weights) = checkpoint::load_params_typed(&dir)
         .with_context(|| format!("loading {}", dir.display()))?;
     let mut cfg = config_of(&state, &dir)?;
@@ -267,7 +255,7 @@ fn eval_cmd(args: &EvalArgs, client: &dyn Fn() -> Result<runtime::Client>) -> Re
 /// The share of exact zeros of each float tensor of `run`'s newest checkpoint: as JSON
 /// (`{name: share}`) and as a table for `rxla summary --run`.
 pub fn sparsity_of_run(run: &Path) -> Result<(serde_json::Value, String)> {
-    let dir = newest(run)?;
+    let dir = checkpoint::newest(run)?;
     let (_, weights) = checkpoint::load_params_typed(&dir)
         .with_context(|| format!("loading {}", dir.display()))?;
     let floats: Vec<train::tensor::NamedTensor> = weights

@@ -153,14 +153,7 @@ pub fn export_hf(run: &Path, out: &Path) -> Result<Exported> {
             out.display()
         );
     }
-    let root = run.join("checkpoints");
-    let dir = train::checkpoint::latest(&root)?.with_context(|| {
-        format!(
-            "no complete checkpoint in {}: train with --out {} first",
-            root.display(),
-            run.display()
-        )
-    })?;
+    let dir = train::checkpoint::newest(run)?;
     let ckpt = train::checkpoint::load(&dir)
         .with_context(|| format!("loading checkpoint {}", dir.display()))?;
     let cfg: crate::config::TrainConfig = serde_json::from_value(ckpt.state.config.clone())

@@ -336,14 +336,7 @@ impl Predictor {
                 run.display()
             );
         }
-        let root = run.join("checkpoints");
-        let dir = train::checkpoint::latest(&root)?.with_context(|| {
-            format!(
-                "no complete checkpoint in {}: train with --out {} first",
-                root.display(),
-                run.display()
-            )
-        })?;
+        let dir = train::checkpoint::newest(run)?;
         let ckpt = train::checkpoint::load(&dir)
             .with_context(|| format!("loading the newest checkpoint {}", dir.display()))?;
         let cfg: TrainConfig = serde_json::from_value(ckpt.state.config.clone())

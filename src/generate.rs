@@ -58,14 +58,7 @@ impl Run {
                 run.display()
             );
         }
-        let root = run.join("checkpoints");
-        let dir = train::checkpoint::latest(&root)?.with_context(|| {
-            format!(
-                "no complete checkpoint in {}: train with --out {} first",
-                root.display(),
-                run.display()
-            )
-        })?;
+        let dir = train::checkpoint::newest(run)?;
         // Parameters only, in their stored dtypes (a compressed run holds i8 weights).
         let (state, stored) = train::checkpoint::load_params_typed(&dir).with_context(|| {
             format!(

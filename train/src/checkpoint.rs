@@ -194,6 +194,19 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
     Ok(list(root)?.pop().map(|(_, d)| d))
 }
 
+/// The newest complete checkpoint of run directory `run` (`run/checkpoints/step-*`), or an error
+/// saying how to make one.
+pub fn newest(run: &Path) -> Result<PathBuf> {
+    let root = run.join("checkpoints");
+    latest(&root)?.with_context(|| {
+        format!(
+            "no complete checkpoint in {}: train with --out {} first",
+            root.display(),
+            run.display()
+        )
+    })
+}
+
 fn read_state(dir: &Path) -> Result<CheckpointState> {
     let state_path = dir.join(STATE);
     let text = std::fs::read_to_string(&state_path)
