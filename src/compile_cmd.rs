@@ -188,10 +188,30 @@ pub fn step_programs(
 }
 
 fn lowered(prog: &StepProgram) -> Result<(String, CompileOptions, String)> {
+    lowered_on(prog, None)
+}
+
+/// As [`lowered`], with the program's partitions placed on `devices` (in mesh order).
+fn lowered_on(
+    prog: &StepProgram,
+    devices: Option<&[i64]>,
+) -> Result<(String, CompileOptions, String)> {
     let mlir = lower::lower(&prog.graph, &prog.lower_options())
         .with_context(|| format!("lowering `{}`", prog.graph.name))?;
-    let opts = CompileOptions::spmd(prog.num_devices());
+    let mut opts = CompileOptions::spmd(prog.num_devices());
+    // The fingerprint leaves the placement out: a TPU VM's client places the same program.
     let fp = runtime::cache::program_fingerprint(&mlir, &opts.to_proto_bytes()?);
+    if let Some(d) = devices {
+        if d.len() != prog.num_devices() {
+            bail!(
+                "the target has {} devices but `{}` is partitioned over {}",
+                d.len(),
+                prog.graph.name,
+                prog.num_devices()
+            );
+        }
+        opts.device_assignment = Some(vec![d.to_vec()]);
+    }
     Ok((mlir, opts, fp))
 }
 
@@ -318,8 +338,11 @@ pub fn run(args: &CompileArgs) -> Result<()> {
                 .map(|d| d.kind.clone())
                 .unwrap_or_default();
             let mut out = Vec::new();
+            // An explicit assignment of the topology's devices: without one, libtpu's v5p
+            // all-reduce combiner dereferences a null assignment (SIGSEGV).
+            let assignment: Vec<i64> = topo.devices().iter().map(|d| d.id as i64).collect();
             for (name, prog) in &programs {
-                let (mlir, opts, fp) = lowered(prog)?;
+                let (mlir, opts, fp) = lowered_on(prog, Some(&assignment))?;
                 let t = Instant::now();
                 let result = topo
                     .compile(&mlir, &opts)
