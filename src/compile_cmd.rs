@@ -273,7 +273,13 @@ fn parse_hbm_overflow(msg: &str) -> (Option<f64>, Option<f64>) {
         Some(v * mult as f64)
     };
     let at = msg.find("Used ");
-    let used = at.and_then(|i| num_g(&msg[i + 5..]));
+    // Or: "the total memory required for HLO temporaries (61.05G) exceeds available HBM".
+    let required = || {
+        let i = msg.find("memory required for")?;
+        let j = msg[i..].find('(')? + i;
+        num_g(&msg[j + 1..])
+    };
+    let used = at.and_then(|i| num_g(&msg[i + 5..])).or_else(required);
     // "Used 20.50G of 15.75G hbm": the " of " after "Used ".
     let cap = at
         .and_then(|i| msg[i..].find(" of ").map(|j| i + j))
@@ -751,6 +757,11 @@ mod tests {
                    memory space hbm. Used 20.50G of 15.75G hbm. Exceeded hbm capacity by 4.75G.";
         let (u, c) = parse_hbm_overflow(msg);
         assert_eq!(u, Some(20.5 * (1u64 << 30) as f64));
+        assert_eq!(c, Some(15.75 * (1u64 << 30) as f64));
+        let msg = "PJRT_Compile failed (RESOURCEEXHAUSTED): Ran out of memory on HBM, the total \
+                   memory required for HLO temporaries (61.05G) exceeds available HBM (15.75G).";
+        let (u, c) = parse_hbm_overflow(msg);
+        assert_eq!(u, Some(61.05 * (1u64 << 30) as f64));
         assert_eq!(c, Some(15.75 * (1u64 << 30) as f64));
     }
 }
