@@ -147,19 +147,17 @@ pub fn remap_forward(f: &Forward, map: &[NodeId], params: &dyn Fn(NodeId) -> Nod
 
 /// Builds `model`'s forward with each parameter's uses replaced by `subst(scratch graph,
 /// scratch spec)(g, p, spec, node)`.
+/// A substitution that also sees the scratch graph and the parameter's spec there.
+type ScratchSubst<'a> =
+    dyn FnMut(&Graph, &ParamSpec, &mut Graph, &mut Params, NodeId) -> graph::Result<NodeId> + 'a;
+
 fn rewritten(
     model: &dyn Model,
     g: &mut Graph,
     p: &mut Params,
     batch: usize,
     mode: Mode,
-    subst: &mut dyn FnMut(
-        &Graph,
-        &ParamSpec,
-        &mut Graph,
-        &mut Params,
-        NodeId,
-    ) -> graph::Result<NodeId>,
+    subst: &mut ScratchSubst,
 ) -> graph::Result<(Forward, Option<NodeId>)> {
     let (g0, p0, fwd, logits) = scratch_forward(model, p, batch, mode)?;
     let mut new_param = std::collections::HashMap::new();
