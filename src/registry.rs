@@ -22,6 +22,18 @@ pub const MODELS: &[&str] = &[
 
 /// The model a config names, with its own keys parsed.
 pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
+    let m = plain_model(cfg)?;
+    Ok(match &cfg.train.lora {
+        Some(l) => Box::new(train::adapt::Lora {
+            inner: m,
+            cfg: l.clone(),
+        }),
+        None => m,
+    })
+}
+
+/// The model a config names, without adapters.
+pub fn plain_model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
     Ok(match cfg.model_kind()? {
         "mlp" => {
             let m = models::mlp::Mlp(cfg.model_config()?);
