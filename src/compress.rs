@@ -125,7 +125,7 @@ fn load_source(run: &Path) -> Result<(PathBuf, train::step::StepProgram, checkpo
 
 fn merge_lora_cmd(args: &QuantizeArgs) -> Result<()> {
     check_out(&args.out)?;
-    let src = newest(&args.run)?;
+    let src = checkpoint::newest(&args.run)?;
     let mut ckpt = checkpoint::load(&src).with_context(|| format!("loading {}", src.display()))?;
     let cfg = config_of(&ckpt.state, &src)?;
     let Some(lora) = &cfg.train.lora else {
@@ -335,7 +335,7 @@ pub fn sparsity_of_run(run: &Path) -> Result<(serde_json::Value, String)> {
 
 /// The newest checkpoint of run `run` (named by config key `key`) and its stored config.
 fn run_source(run: &Path, key: &str) -> Result<(PathBuf, TrainConfig, Vec<Tensor>)> {
-    let dir = newest(run).with_context(|| format!("config key `{key}`"))?;
+    let dir = checkpoint::newest(run).with_context(|| format!("config key `{key}`"))?;
     let (state, weights) = checkpoint::load_params_typed(&dir)
         .with_context(|| format!("loading {} (config key `{key}`)", dir.display()))?;
     let cfg = config_of(&state, &dir)?;
