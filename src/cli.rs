@@ -443,7 +443,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     }
     let interrupt = stop_on_signals()?;
     let mut data = registry::data(&mut cfg, &out)?;
-    let model = registry::model(&cfg)?;
+    let model = crate::compress::train_model(&cfg)?;
     let steps = total_steps(&cfg, data.steps_per_epoch())?;
     let opt = optimizer(&cfg, steps)?;
     let client = args.device.client_for(devices_needed(&cfg)?)?;
@@ -451,7 +451,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         crate::compile_cmd::use_compiled(dir, &cfg, &client, &args.config.config)?;
     }
     let tokenizer = out.join(data::tokenizer::TOKENIZER_FILE);
-    let init_weights = |p: &[models::ParamSpec]| crate::finetune::initial_weights(&cfg, p);
+    let init_weights = |p: &[models::ParamSpec]| crate::compress::initial_weights(&cfg, p);
     let spec = RunSpec {
         model: model.as_ref(),
         optimizer: opt,
@@ -479,8 +479,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         },
         peak_flops: cfg.train.peak_flops,
         passes: cfg.passes()?,
-        init_weights: crate::finetune::is_task_model(cfg.model_kind()?)
-            .then_some(&init_weights as _),
+        init_weights: Some(&init_weights as _),
     };
     let mut callbacks: Vec<Box<dyn train::learner::Callback>> = Vec::new();
     if let Some(es) = &cfg.train.early_stopping {

@@ -22,6 +22,9 @@ pub enum CompressCommand {
     /// Evaluate a run's newest checkpoint (f32 or quantized) on its validation data; one
     /// JSON object.
     Eval(EvalArgs),
+    /// Fold a LoRA run's adapters into its kernels (W += alpha/r · A·B, like peft's
+    /// merge_and_unload) into a new run of the plain model.
+    MergeLora(QuantizeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -66,6 +69,7 @@ pub fn run(cmd: &CompressCommand, client: &dyn Fn() -> Result<runtime::Client>) 
         CompressCommand::Quantize(a) => quantize_cmd(a),
         CompressCommand::Lowrank(a) => lowrank_cmd(a),
         CompressCommand::Eval(a) => eval_cmd(a, client),
+        CompressCommand::MergeLora(a) => merge_lora_cmd(a),
     }
 }
 
@@ -107,9 +111,52 @@ fn load_source(run: &Path) -> Result<(PathBuf, train::step::StepProgram, checkpo
         )
     })?;
     let cfg = config_of(&ckpt.state, &src)?;
+    if cfg.train.lora.is_some() {
+        bail!(
+            "{} is a LoRA run: fold its adapters in first with `rxla compress merge-lora --run              {} --out <dir>`, then compress that run",
+            run.display(),
+            run.display()
+        );
+    }
     let model = registry::model(&cfg)?;
     let prog = train::step::eval_step(model.as_ref(), 1, None)?;
     Ok((src, prog, ckpt))
+}
+
+fn merge_lora_cmd(args: &QuantizeArgs) -> Result<()> {
+    check_out(&args.out)?;
+    let src = checkpoint::newest(&args.run)?;
+    let mut ckpt = checkpoint::load(&src).with_context(|| format!("loading {}", src.display()))?;
+    let cfg = config_of(&ckpt.state, &src)?;
+    let Some(lora) = &cfg.train.lora else {
+        bail!(
+            "{} has no `train.lora` in its config: there are no adapters to merge",
+            args.run.display()
+        );
+    };
+    let (merged, n) = train::adapt::merge_lora(&ckpt.params, lora.scale())?;
+    // The merged run is the plain model: its config without `train.lora`.
+    if let Some(t) = ckpt
+        .state
+        .config
+        .get_mut("train")
+        .and_then(|t| t.as_object_mut())
+    {
+        t.remove("lora");
+    }
+    let tensors: Vec<Tensor> = merged.into_iter().map(Tensor::from).collect();
+    let json = serde_json::json!({
+        "method": "LoRA merge: W + alpha/r · A·B",
+        "kernels_merged": n,
+        "rank": lora.rank,
+        "alpha": lora.alpha,
+    });
+    let (_, _, dir) = write_run(&src, &ckpt, &args.out, &tensors, json)?;
+    eprintln!(
+        "rxla: merged {n} LoRA adapters into their kernels; wrote {}",
+        dir.display()
+    );
+    Ok(())
 }
 
 /// Writes `tensors` as the one checkpoint of a new run `out` (the source's config, step and
@@ -284,4 +331,118 @@ pub fn sparsity_of_run(run: &Path) -> Result<(serde_json::Value, String)> {
         all * 100.0
     ));
     Ok((serde_json::Value::Object(json), text))
+}
+
+/// The newest checkpoint of run `run` (named by config key `key`) and its stored config.
+fn run_source(run: &Path, key: &str) -> Result<(PathBuf, TrainConfig, Vec<Tensor>)> {
+    let dir = checkpoint::newest(run).with_context(|| format!("config key `{key}`"))?;
+    let (state, weights) = checkpoint::load_params_typed(&dir)
+        .with_context(|| format!("loading {} (config key `{key}`)", dir.display()))?;
+    let cfg = config_of(&state, &dir)?;
+    Ok((dir, cfg, weights))
+}
+
+/// The model `rxla train` trains for `cfg`: the config's model ([`registry::model`], LoRA
+/// included), as the factors of a low-rank `train.init_from` run, fake-quantized with
+/// `train.quantize`, and distilled from `[distill]`'s teacher.
+pub fn train_model(cfg: &TrainConfig) -> Result<Box<dyn models::Model>> {
+    let mut model = registry::model(cfg)?;
+    if let Some(from) = &cfg.train.init_from {
+        let (_, _, weights) = run_source(Path::new(from), "train.init_from")?;
+        let specs = train::step::eval_step(model.as_ref(), 1, None)?.params;
+        let ranks: Vec<(String, i64)> = weights
+            .iter()
+            .filter_map(|t| {
+                let base = t.name.strip_suffix(train::compress::lowrank::U_SUFFIX)?;
+                specs
+                    .iter()
+                    .any(|s| s.name == base)
+                    .then(|| (base.to_string(), t.dims[1]))
+            })
+            .collect();
+        if !ranks.is_empty() {
+            model = Box::new(train::adapt::Factored {
+                inner: model,
+                ranks,
+            });
+        }
+    }
+    if cfg.train.quantize.as_deref() == Some("int8") {
+        model = Box::new(train::adapt::Qat(model));
+    }
+    if let Some(d) = &cfg.distill {
+        let (_, tcfg, _) = run_source(Path::new(&d.teacher), "distill.teacher")?;
+        let teacher =
+            registry::model(&tcfg).with_context(|| format!("the teacher run {}", d.teacher))?;
+        model = Box::new(train::distill::Distill {
+            student: model,
+            teacher,
+            temperature: d.temperature,
+            alpha: d.alpha,
+        });
+    }
+    Ok(model)
+}
+
+/// First weights of a run, in the order of `params`: a fine-tuning task's pretrained
+/// encoder, the tensors of `train.init_from`'s run by name (LoRA adapters, which it lacks,
+/// start fresh), and the `[distill]` teacher's as `teacher.*`. `None`: all from the seed.
+pub fn initial_weights(
+    cfg: &TrainConfig,
+    params: &[models::ParamSpec],
+) -> Result<Option<Vec<Option<Tensor>>>> {
+    let mut out: Vec<Option<Tensor>> = match crate::finetune::is_task_model(cfg.model_kind()?) {
+        true => crate::finetune::initial_weights(cfg, params)?
+            .unwrap_or_else(|| vec![None; params.len()]),
+        false => vec![None; params.len()],
+    };
+    let mut any = out.iter().any(Option::is_some);
+    let mut fill = |weights: Vec<Tensor>,
+                    key: &str,
+                    run: &str,
+                    own: &dyn Fn(&str) -> Option<String>|
+     -> Result<()> {
+        let mut by_name: std::collections::HashMap<String, Tensor> =
+            weights.into_iter().map(|t| (t.name.clone(), t)).collect();
+        for (slot, p) in out.iter_mut().zip(params) {
+            let Some(name) = own(&p.name) else { continue };
+            match by_name.remove(&name) {
+                Some(t) => {
+                    if t.dtype() != train::tensor::Dtype::F32 {
+                        bail!(
+                            "config key `{key}`: tensor `{name}` of {run} is {}: train from an \
+                             f32 run (not a quantized one)",
+                            t.dtype()
+                        );
+                    }
+                    *slot = Some(Tensor {
+                        name: p.name.clone(),
+                        ..t
+                    });
+                    any = true;
+                }
+                None if name.ends_with(train::adapt::LORA_A)
+                    || name.ends_with(train::adapt::LORA_B) => {}
+                None => bail!(
+                    "config key `{key}`: the newest checkpoint of {run} has no tensor `{name}`: \
+                     it was written for another model"
+                ),
+            }
+        }
+        Ok(())
+    };
+    if let Some(from) = &cfg.train.init_from {
+        let (_, _, weights) = run_source(Path::new(from), "train.init_from")?;
+        fill(weights, "train.init_from", from, &|n: &str| {
+            (!train::distill::is_teacher(n)).then(|| n.to_string())
+        })?;
+    }
+    if let Some(d) = &cfg.distill {
+        let (_, _, weights) = run_source(Path::new(&d.teacher), "distill.teacher")?;
+        let prefix = format!("{}.", train::distill::TEACHER);
+        fill(weights, "distill.teacher", &d.teacher, &|n: &str| {
+            n.strip_prefix(&prefix).map(String::from)
+        })?;
+    }
+    Ok(any.then_some(out))
 }

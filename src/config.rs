@@ -90,6 +90,9 @@ pub struct TrainConfig {
     /// Device mesh and sharding (data, fsdp, tensor parallelism).
     #[serde(default)]
     pub parallel: train::parallel::ParallelConfig,
+    /// Knowledge distillation from a trained teacher run (`[distill]`; README, Compression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<train::distill::DistillConfig>,
 }
 
 impl TrainConfig {
@@ -141,6 +144,18 @@ impl TrainConfig {
             bail!("config key `data.val_fraction` must be in [0, 1), got {vf}");
         }
         self.passes()?;
+        match t.quantize.as_deref() {
+            None | Some("int8") => {}
+            Some(q) => {
+                bail!("config key `train.quantize` is {q:?}: use \"int8\" (or leave it out)")
+            }
+        }
+        if let Some(l) = &t.lora {
+            l.check()?;
+        }
+        if let Some(d) = &self.distill {
+            d.check()?;
+        }
         train::optim::Optimizer {
             opt: self.optimizer.clone(),
             schedule: self.schedule.clone(),
@@ -264,6 +279,17 @@ pub struct TrainSection {
     /// Magnitude pruning on a gradual schedule (`[train.prune]`; see README, Compression).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<train::prune::PruneConfig>,
+    /// Quantization-aware training: "int8" (fake-quantized kernels, straight-through
+    /// gradient; `train::adapt::Qat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<String>,
+    /// LoRA adapters on the targeted kernels, the base frozen (`train::adapt::Lora`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<train::adapt::LoraConfig>,
+    /// Start from the newest checkpoint of this run: its tensors by name (a factored run's
+    /// `W.u`/`W.v` train as factors); parameters it lacks (LoRA adapters) start fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +353,10 @@ impl TrainSection {
             groups: train::groups::ParamGroups {
                 freeze: self.freeze.clone(),
                 lr_multipliers: self.lr_multipliers.clone(),
+                train_only: match &self.lora {
+                    Some(_) => vec![train::adapt::ADAPTER_PATTERN.to_string()],
+                    None => Vec::new(),
+                },
             },
             prune: self.prune.as_ref().map(|p| p.plan()).transpose()?,
         })

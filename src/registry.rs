@@ -22,6 +22,18 @@ pub const MODELS: &[&str] = &[
 
 /// The model a config names, with its own keys parsed.
 pub fn model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
+    let m = plain_model(cfg)?;
+    Ok(match &cfg.train.lora {
+        Some(l) => Box::new(train::adapt::Lora {
+            inner: m,
+            cfg: l.clone(),
+        }),
+        None => m,
+    })
+}
+
+/// The model a config names, without adapters.
+pub fn plain_model(cfg: &TrainConfig) -> Result<Box<dyn Model>> {
     Ok(match cfg.model_kind()? {
         "mlp" => {
             let m = models::mlp::Mlp(cfg.model_config()?);
@@ -60,6 +72,16 @@ pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
     let name = cfg.data.dataset.clone();
     if let Some(tokens) = name.strip_prefix("path:") {
         return token_dir_data(cfg, Path::new(tokens), dir);
+    }
+    if name.starts_with(data::pretrain::TEXT_PREFIX) {
+        if cfg.model_kind()? != "bert" {
+            bail!(
+                "dataset `{name}` (text files by path) is read by BERT pretraining \
+                 (model.kind = \"bert\"); for a language model tokenize the files with \
+                 `rxla data` and give data.dataset = \"path:DIR\""
+            );
+        }
+        return bert_data(cfg, dir);
     }
     data::package(&name)?;
     if crate::finetune::is_task_model(cfg.model_kind()?) {
@@ -181,21 +203,34 @@ fn token_dir_data(
     Ok(Box::new(data))
 }
 
-/// BERT pretraining pairs from a text corpus (each file a document), tokenized with
-/// MiniLM's WordPiece vocabulary; `model.vocab_size` must match it.
+/// BERT pretraining pairs from a text corpus (each file a document) or `text:PATH[,PATH..]`
+/// (text files, JSONL, directories), with MiniLM's WordPiece vocabulary or, with
+/// `data.tokenizer = { kind = "wordpiece", vocab_size = N }`, one trained on the corpus;
+/// `model.vocab_size` must match it.
 fn bert_data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
+    use data::pretrain::VocabSource;
+    use data::tokenizer::TokenizerSpec;
     let name = cfg.data.dataset.clone();
-    if !data::text::CORPORA.iter().any(|(n, _)| *n == name) {
-        bail!("BERT pretraining needs a text corpus (config key `data.dataset`), got `{name}`");
+    if !name.starts_with(data::pretrain::TEXT_PREFIX)
+        && !data::text::CORPORA.iter().any(|(n, _)| *n == name)
+    {
+        bail!(
+            "BERT pretraining needs a text corpus (config key `data.dataset`: a corpus name or \
+             \"text:PATH\"), got `{name}`"
+        );
     }
-    // Only the default (unset) spec: BERT's WordPiece vocabulary is MiniLM's, not built here.
-    if cfg.data.tokenizer != data::tokenizer::TokenizerSpec::default() {
-        bail!("config key `data.tokenizer` is not used by BERT (MiniLM's WordPiece); remove it");
-    }
+    let vocab = match cfg.data.tokenizer {
+        TokenizerSpec::Bytes => VocabSource::Pretrained("all-minilm-l6-v2".into()),
+        TokenizerSpec::Wordpiece { vocab_size } => VocabSource::Train { vocab_size },
+        TokenizerSpec::Bpe { .. } => bail!(
+            "config key `data.tokenizer`: BERT takes MiniLM's WordPiece (leave the key out) or \
+             {{ kind = \"wordpiece\", vocab_size = N }} trained on the corpus, not BPE"
+        ),
+    };
     let model: models::bert::BertConfig = cfg.model_config()?;
     let opts = PretrainOptions {
         corpus: name.clone(),
-        tokenizer_of: "all-minilm-l6-v2".into(),
+        vocab,
         val_fraction: cfg.data.val_fraction,
         eval_examples: cfg.data.max_eval_windows.unwrap_or(512),
         seq_len: model.seq_len,

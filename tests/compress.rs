@@ -336,3 +336,134 @@ fn two_four_pruning_keeps_two_of_every_four() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("train.prune.kind"), "{e}");
 }
+
+/// Distillation, LoRA (+ merge) and QAT runs through the binary: the teacher is never
+/// checkpointed with the student and a distilled run resumes exactly; LoRA trains only the
+/// adapters (the base stays bit for bit) and the merged run evaluates as the adapter run;
+/// a QAT run trains and quantizes.
+#[test]
+fn distill_lora_and_qat_runs_train_resume_and_merge() {
+    let root = tmp_dir("compress-adapt");
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, TINY_GPT).unwrap();
+    let p = |d: &Path| d.to_str().unwrap().to_string();
+    let teacher = root.join("teacher");
+    ok(&train(&cfg, &teacher, &["--set", "train.steps=8"]));
+    // Distillation: uninterrupted vs stopped at 4 and resumed.
+    let t = format!("distill.teacher={}", p(&teacher));
+    let (d1, d2) = (root.join("d1"), root.join("d2"));
+    ok(&train(
+        &cfg,
+        &d1,
+        &["--set", &t, "--set", "distill.alpha=0.8"],
+    ));
+    ok(&train(
+        &cfg,
+        &d2,
+        &[
+            "--set",
+            &t,
+            "--set",
+            "distill.alpha=0.8",
+            "--set",
+            "train.steps=4",
+        ],
+    ));
+    ok(&train(
+        &cfg,
+        &d2,
+        &["--set", &t, "--set", "distill.alpha=0.8", "--resume"],
+    ));
+    assert_eq!(
+        losses(&d1),
+        losses(&d2),
+        "resumed distillation = uninterrupted"
+    );
+    let c = train::checkpoint::load(&newest(&d1)).unwrap();
+    assert!(c.params.iter().all(|t| !t.name.starts_with("teacher")));
+    assert!(c.optimizer.iter().all(|t| !t.name.starts_with("teacher")));
+    let plain = root.join("plain");
+    ok(&train(&cfg, &plain, &[]));
+    assert_ne!(losses(&plain), losses(&d1), "the teacher changes the loss");
+    let e = eval_json(&d1);
+    assert!(e["metrics"]["eval_bits_per_byte"].as_f64().unwrap() > 0.0);
+
+    // LoRA from the teacher's weights.
+    let lora = root.join("lora");
+    let from = format!("train.init_from={}", p(&teacher));
+    ok(&train(
+        &cfg,
+        &lora,
+        &[
+            "--set",
+            &from,
+            "--set",
+            "train.lora.rank=2",
+            "--set",
+            r#"train.lora.targets=["h\\d+\\.attn", "h\\d+\\.mlp\\.fc"]"#,
+        ],
+    ));
+    let base = params(&newest(&teacher));
+    let tuned = params(&newest(&lora));
+    assert!(tuned.iter().any(|t| t.name == "h0.attn.qkv.w.lora_b"));
+    for b in &base {
+        let t = tuned.iter().find(|t| t.name == b.name).unwrap();
+        assert_eq!(t.data, b.data, "{} is frozen", b.name);
+    }
+    let merged = root.join("merged");
+    rxla_ok(&[
+        "compress",
+        "merge-lora",
+        "--run",
+        &p(&lora),
+        "--out",
+        &p(&merged),
+    ]);
+    let m = params(&newest(&merged));
+    assert_eq!(m.len(), base.len(), "adapters folded away");
+    let (el, em) = (eval_json(&lora), eval_json(&merged));
+    let (a, b) = (
+        el["metrics"]["eval_loss"].as_f64().unwrap(),
+        em["metrics"]["eval_loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5, "merged {b} vs adapters {a}");
+    let base_loss = eval_json(&teacher)["metrics"]["eval_loss"]
+        .as_f64()
+        .unwrap();
+    assert!((a - base_loss).abs() > 1e-6, "the adapters trained");
+    let e = rxla_err(&[
+        "compress",
+        "quantize",
+        "--run",
+        &p(&lora),
+        "--out",
+        &p(&root.join("lq")),
+    ]);
+    assert!(e.contains("merge-lora"), "{e}");
+
+    // QAT, then quantization of its weights.
+    let qat = root.join("qat");
+    ok(&train(
+        &cfg,
+        &qat,
+        &["--set", "train.quantize=int8", "--set", "train.steps=4"],
+    ));
+    rxla_ok(&[
+        "compress",
+        "quantize",
+        "--run",
+        &p(&qat),
+        "--out",
+        &p(&root.join("qq")),
+    ]);
+    let e = rxla_err(&[
+        "train",
+        "--config",
+        &p(&cfg),
+        "--out",
+        &p(&root.join("bad")),
+        "--set",
+        "train.quantize=int4",
+    ]);
+    assert!(e.contains("train.quantize"), "{e}");
+}

@@ -216,17 +216,105 @@ pub fn to_inputs(examples: &[Example], seq_len: usize) -> Vec<HostArray> {
     ]
 }
 
+/// Where BERT's WordPiece vocabulary comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VocabSource {
+    /// The `tokenizer.json` of a pretrained package (e.g. "all-minilm-l6-v2").
+    Pretrained(String),
+    /// Trained on the training documents (held-out ones excluded), `vocab_size` tokens.
+    Train { vocab_size: usize },
+}
+
 /// What [`BertPretrainData::prepare`] reads.
 #[derive(Debug, Clone)]
 pub struct PretrainOptions {
+    /// A corpus name (`sotu`) or `text:PATH[,PATH..]` ([`documents`]).
     pub corpus: String,
-    /// The pretrained package whose `tokenizer.json` is used (e.g. "all-minilm-l6-v2").
-    pub tokenizer_of: String,
+    pub vocab: VocabSource,
     pub val_fraction: f64,
     pub eval_examples: usize,
     pub seq_len: usize,
     pub batch: usize,
     pub seed: u64,
+}
+
+/// The prefix of corpora given by path.
+pub const TEXT_PREFIX: &str = "text:";
+
+/// The documents of `corpus`, in order: a named corpus's files (one document each), or
+/// `text:PATH[,PATH..]` where each PATH is a UTF-8 text file (one document), a `.jsonl` file
+/// (one document per line: an object with a string field `text`), or a directory (its
+/// `*.txt` and `*.jsonl` files in name order).
+pub fn documents(corpus: &str) -> Result<Vec<String>> {
+    use anyhow::Context;
+    let Some(paths) = corpus.strip_prefix(TEXT_PREFIX) else {
+        let files = crate::text::corpus_files(corpus)?;
+        return files
+            .iter()
+            .map(|f| crate::text::concat_files(std::slice::from_ref(f)))
+            .collect();
+    };
+    let mut docs = Vec::new();
+    for p in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let path = std::path::Path::new(p);
+        let files = if path.is_dir() {
+            let mut f: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("listing {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.is_file()
+                        && matches!(
+                            f.extension().and_then(|e| e.to_str()),
+                            Some("txt" | "jsonl")
+                        )
+                })
+                .collect();
+            f.sort();
+            if f.is_empty() {
+                bail!("{} holds no *.txt or *.jsonl files", path.display());
+            }
+            f
+        } else if path.is_file() {
+            vec![path.to_path_buf()]
+        } else {
+            bail!("corpus path {} does not exist", path.display());
+        };
+        for f in files {
+            let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not UTF-8 text (byte {}): give text files or JSONL",
+                    f.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })?;
+            if f.extension().and_then(|e| e.to_str()) == Some("jsonl") {
+                for (i, line) in text.lines().enumerate() {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                        anyhow::anyhow!("{} line {}: not JSON: {e}", f.display(), i + 1)
+                    })?;
+                    let t = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{} line {}: no string field `text` (one document per line, \
+                             {{\"text\": ...}})",
+                            f.display(),
+                            i + 1
+                        )
+                    })?;
+                    docs.push(t.to_string());
+                }
+            } else {
+                docs.push(text);
+            }
+        }
+    }
+    if docs.is_empty() {
+        bail!("corpus `{corpus}` names no documents");
+    }
+    Ok(docs)
 }
 
 /// Train and held-out examples for BERT pretraining.
@@ -265,24 +353,33 @@ impl BertPretrainData {
         })
     }
 
-    /// Corpus `corpus` (each file a document, in name order) with the WordPiece tokenizer of
-    /// pretrained package `tokenizer_of` (copied to `dir/tokenizer.json`); the last
-    /// `val_fraction` of the documents (at least 2) are held out.
+    /// The documents of `opts.corpus` ([`documents`]) with a WordPiece vocabulary, saved as
+    /// `dir/tokenizer.json`: a pretrained package's, or one trained on the training
+    /// documents. The last `val_fraction` of the documents (at least 2) are held out.
     pub fn prepare(opts: &PretrainOptions, dir: &std::path::Path) -> Result<BertPretrainData> {
         use anyhow::Context;
-        let model = crate::datasets::fetch_pretrained(&opts.tokenizer_of)?;
-        let src = model.join(crate::tokenizer::TOKENIZER_FILE);
-        let tok = WordPiece::load(&src)?;
+        let texts = documents(&opts.corpus)?;
+        let val = ((texts.len() as f64 * opts.val_fraction).round() as usize).max(2);
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::copy(&src, dir.join(crate::tokenizer::TOKENIZER_FILE))
-            .with_context(|| format!("copying {} into {}", src.display(), dir.display()))?;
-        let files = crate::text::corpus_files(&opts.corpus)?;
-        let texts = files
-            .iter()
-            .map(|f| crate::text::concat_files(std::slice::from_ref(f)))
-            .collect::<Result<Vec<String>>>()?;
+        let dst = dir.join(crate::tokenizer::TOKENIZER_FILE);
+        let tok = match &opts.vocab {
+            VocabSource::Pretrained(name) => {
+                let model = crate::datasets::fetch_pretrained(name)?;
+                let src = model.join(crate::tokenizer::TOKENIZER_FILE);
+                let tok = WordPiece::load(&src)?;
+                std::fs::copy(&src, &dst)
+                    .with_context(|| format!("copying {} into {}", src.display(), dir.display()))?;
+                tok
+            }
+            &VocabSource::Train { vocab_size } => {
+                let train = &texts[..texts.len().saturating_sub(val)];
+                let tok = WordPiece::train(train, vocab_size)
+                    .with_context(|| format!("corpus `{}`", opts.corpus))?;
+                tok.save(&dst)?;
+                tok
+            }
+        };
         let docs = Self::tokenize(&texts, &tok)?;
-        let val = ((docs.len() as f64 * opts.val_fraction).round() as usize).max(2);
         Self::new(
             docs,
             val,

@@ -23,6 +23,9 @@ pub enum TokenizerSpec {
     Bytes,
     /// Byte-level BPE with at most `vocab_size` tokens (at least the 256 byte tokens).
     Bpe { vocab_size: usize },
+    /// BERT's WordPiece, `vocab_size` tokens trained on the corpus ([`crate::wordpiece`]);
+    /// for `model.kind = "bert"` only.
+    Wordpiece { vocab_size: usize },
 }
 
 /// A trained (or trivial) tokenizer.
@@ -63,6 +66,10 @@ impl Tokenizer {
         match spec {
             TokenizerSpec::Bytes => Ok(Tokenizer::Bytes),
             TokenizerSpec::Bpe { vocab_size } => Tokenizer::train_bpe(text, vocab_size),
+            TokenizerSpec::Wordpiece { .. } => bail!(
+                "tokenizer kind \"wordpiece\" is BERT's (model.kind = \"bert\"); a language \
+                 model takes {{ kind = \"bytes\" }} or {{ kind = \"bpe\", vocab_size = N }}"
+            ),
         }
     }
 

@@ -29,6 +29,79 @@ impl WordPiece {
         Ok(WordPiece { inner })
     }
 
+    /// Trains a BERT-style (uncased) WordPiece vocabulary of `vocab_size` tokens on `texts`:
+    /// BERT's normalizer (lowercase, accents stripped, control characters dropped) and
+    /// pre-tokenizer (whitespace and punctuation), `##` continuations, the special tokens
+    /// `[PAD]` (id 0), `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]` first, and the `[CLS] a [SEP] b
+    /// [SEP]` template; the same texts give the same vocabulary.
+    pub fn train<S: AsRef<str> + Sync>(texts: &[S], vocab_size: usize) -> Result<WordPiece> {
+        use tokenizers::decoders::wordpiece::WordPiece as Decoder;
+        use tokenizers::models::wordpiece::{WordPiece as Model, WordPieceTrainerBuilder};
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::normalizers::bert::BertNormalizer;
+        use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+        use tokenizers::processors::template::TemplateProcessing;
+        use tokenizers::AddedToken;
+
+        const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+        if vocab_size < 100 {
+            anyhow::bail!(
+                "WordPiece vocab_size {vocab_size} is too small: it holds the 5 special tokens \
+                 and every character of the corpus; take 1000 or more"
+            );
+        }
+        let model = Model::builder()
+            .unk_token("[UNK]".into())
+            .continuing_subword_prefix("##".into())
+            .build()
+            .map_err(|e| anyhow!("WordPiece model: {e}"))?;
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner.with_normalizer(Some(BertNormalizer::new(true, true, None, true)));
+        inner.with_pre_tokenizer(Some(BertPreTokenizer));
+        inner.with_decoder(Some(Decoder::new("##".into(), true)));
+        let trainer = WordPieceTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(0)
+            .show_progress(false)
+            .special_tokens(
+                SPECIALS
+                    .iter()
+                    .map(|t| AddedToken::from(*t, true))
+                    .collect(),
+            )
+            .continuing_subword_prefix("##".into())
+            .build();
+        let mut trainer = TrainerWrapper::WordPieceTrainer(trainer);
+        inner
+            .train(&mut trainer, texts.iter().map(|t| t.as_ref()))
+            .map_err(|e| anyhow!("training the WordPiece vocabulary: {e}"))?;
+        let id = |t: &str| {
+            inner
+                .token_to_id(t)
+                .ok_or_else(|| anyhow!("the trained vocabulary lacks `{t}`"))
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        let template = TemplateProcessing::builder()
+            .try_single("[CLS] $A [SEP]")
+            .and_then(|b| b.try_pair("[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1"))
+            .map_err(|e| anyhow!("WordPiece template: {e}"))?
+            .special_tokens(vec![("[CLS]", cls), ("[SEP]", sep)])
+            .build()
+            .map_err(|e| anyhow!("WordPiece template: {e}"))?;
+        inner.with_post_processor(Some(template));
+        Ok(WordPiece { inner })
+    }
+
+    /// Writes the tokenizer as an HF `tokenizer.json` (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = self
+            .inner
+            .to_string(false)
+            .map_err(|e| anyhow!("serializing the tokenizer: {e}"))?;
+        files::write_atomic(path, json.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

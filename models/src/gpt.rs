@@ -318,6 +318,16 @@ impl Model for Gpt {
         batch: usize,
         mode: Mode,
     ) -> graph::Result<Forward> {
+        Ok(self.forward_logits(g, p, batch, mode)?.0)
+    }
+
+    fn forward_logits(
+        &self,
+        g: &mut Graph,
+        p: &mut Params,
+        batch: usize,
+        mode: Mode,
+    ) -> graph::Result<(Forward, Option<NodeId>)> {
         self.validate().map_err(graph::GraphError::Invalid)?;
         let (b, t) = (batch as i64, self.0.seq_len as i64);
         let tokens = g.input("tokens", TensorType::new(DType::I32, [b, t]))?;
@@ -333,13 +343,14 @@ impl Model for Gpt {
         let nll = g.softmax_cross_entropy(logits, targets)?; // (B, T)
         let loss = g.mean_all(nll)?;
         let per_window = g.mean(nll, &[1])?; // (B,)
-        Ok(Forward {
+        let fwd = Forward {
             inputs: vec![tokens, targets],
             loss,
             per_example: vec![("loss".into(), per_window)],
             rng_seed: seed,
             updates: Vec::new(),
-        })
+        };
+        Ok((fwd, Some(logits)))
     }
 }
 

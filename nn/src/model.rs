@@ -39,4 +39,17 @@ pub trait Model {
         batch: usize,
         mode: Mode,
     ) -> graph::Result<Forward>;
+
+    /// [`Model::forward`] and the logits `(.., classes)` its loss is computed from, for
+    /// knowledge distillation (a teacher's and a student's must have the same shape).
+    /// `None`: this model exposes no logits (the default).
+    fn forward_logits(
+        &self,
+        g: &mut Graph,
+        p: &mut Params,
+        batch: usize,
+        mode: Mode,
+    ) -> graph::Result<(Forward, Option<NodeId>)> {
+        Ok((self.forward(g, p, batch, mode)?, None))
+    }
 }

@@ -5,6 +5,7 @@ use crate::buffer::Buffer;
 use crate::client::Client;
 use crate::dtype::NativeType;
 use crate::error::{Error, Result};
+use crate::global::GlobalDevices;
 
 /// How a logical array of shape `dims` is cut into equal tiles over devices.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,47 @@ impl ShardLayout {
         Ok(())
     }
 
+    /// The rows (of the first dim) device `d`'s tile spans: `(first, end)`.
+    pub fn tile_rows(&self, d: usize) -> (i64, i64) {
+        match (self.dims.first(), self.tiles.first()) {
+            (Some(&n), Some(&t)) => {
+                let s = n / t;
+                let i = self.device_tiles[d][0];
+                (i * s, (i + 1) * s)
+            }
+            _ => (0, 1),
+        }
+    }
+
+    /// This process's share of the array: the tiles on its devices of mesh `g`, each tile
+    /// once, as `(mesh position, tile index)`.
+    pub fn local_tiles(&self, g: &GlobalDevices) -> Vec<(usize, Vec<i64>)> {
+        let mut out: Vec<(usize, Vec<i64>)> = Vec::new();
+        for (pos, _) in g.local() {
+            let idx = &self.device_tiles[pos];
+            if !out.iter().any(|(_, i)| i == idx) {
+                out.push((pos, idx.clone()));
+            }
+        }
+        out
+    }
+
+    /// The elements of device `d`'s tile cut from the logical array `data` (row-major).
+    pub fn cut<T: Copy>(&self, d: usize, data: &[T]) -> Vec<T> {
+        let mut tile = Vec::with_capacity(self.shard_dims().iter().product::<i64>() as usize);
+        self.rows(d, |_, src, len| {
+            tile.extend_from_slice(&data[src..src + len])
+        });
+        tile
+    }
+
+    /// Writes device `d`'s tile into the logical array `out` (row-major).
+    pub fn paste<T: Copy>(&self, d: usize, tile: &[T], out: &mut [T]) {
+        self.rows(d, |src, dst, len| {
+            out[dst..dst + len].copy_from_slice(&tile[src..src + len])
+        });
+    }
+
     /// Calls `f(tile_offset, logical_offset, len)` for each contiguous row of device `d`'s
     /// tile: where it lies in the tile and in the logical array (row-major elements).
     fn rows(&self, d: usize, mut f: impl FnMut(usize, usize, usize)) {
@@ -107,11 +149,14 @@ impl ShardLayout {
     }
 }
 
-/// A logical array as per-device buffers: `shards[d]` lives on device `devices[d]`.
+/// A logical array as per-device buffers: `shards[k]` lives on device `devices[k]` and is
+/// the tile of mesh position `positions[k]`. In a job of several processes a process holds
+/// only the shards of its own devices; the others' are not addressable here.
 #[derive(Debug)]
 pub struct ShardedArray {
     pub layout: ShardLayout,
     shards: Vec<Buffer>,
+    positions: Vec<usize>,
 }
 
 impl ShardedArray {
@@ -154,14 +199,109 @@ impl ShardedArray {
         }
         Ok(ShardedArray {
             layout: layout.clone(),
+            positions: (0..shards.len()).collect(),
             shards,
+        })
+    }
+
+    /// Scatters only this process's tiles of `data` (the whole logical array, e.g. initial
+    /// values every process computes from the seed) to its devices of the global mesh `g`.
+    pub fn from_host_local<T: NativeType>(
+        client: &Client,
+        data: &[T],
+        layout: &ShardLayout,
+        g: &GlobalDevices,
+    ) -> Result<ShardedArray> {
+        let rows = layout.dims.first().copied().unwrap_or(1);
+        ShardedArray::from_host_rows(client, data, 0..rows, layout, g)
+    }
+
+    /// Scatters this process's tiles from `part`: rows `rows` (of the first dim) of the
+    /// logical array, e.g. the process's rows of a global batch. Each of its tiles must lie
+    /// within those rows.
+    pub fn from_host_rows<T: NativeType>(
+        client: &Client,
+        part: &[T],
+        rows: std::ops::Range<i64>,
+        layout: &ShardLayout,
+        g: &GlobalDevices,
+    ) -> Result<ShardedArray> {
+        layout.check()?;
+        if g.num_devices() != layout.num_devices() {
+            return Err(Error::InvalidArgument(format!(
+                "layout is for {} device(s) but the mesh has {}",
+                layout.num_devices(),
+                g.num_devices()
+            )));
+        }
+        let row_elems: i64 = layout.dims.iter().skip(1).product();
+        let want = (rows.end - rows.start) * row_elems;
+        if rows.start < 0
+            || rows.end > layout.dims.first().copied().unwrap_or(1)
+            || part.len() as i64 != want
+        {
+            return Err(Error::InvalidArgument(format!(
+                "host data of {} elements for rows {rows:?} of shape {:?} (needs {want})",
+                part.len(),
+                layout.dims
+            )));
+        }
+        let shard = layout.shard_dims();
+        let (mut shards, mut positions) = (Vec::new(), Vec::new());
+        for (pos, dev) in g.local() {
+            let (lo, hi) = layout.tile_rows(pos);
+            if lo < rows.start || hi > rows.end {
+                return Err(Error::InvalidArgument(format!(
+                    "device {} (mesh position {pos}) holds rows {lo}..{hi} of {:?}, outside \
+                     the given rows {rows:?}",
+                    g.devices()[pos].id,
+                    layout.dims
+                )));
+            }
+            let skip = (rows.start * row_elems) as usize;
+            let mut tile = Vec::with_capacity(shard.iter().product::<i64>() as usize);
+            layout.rows(pos, |_, src, len| {
+                tile.extend_from_slice(&part[src - skip..src - skip + len])
+            });
+            shards.push(client.buffer_from_host(&tile, &shard, dev)?);
+            positions.push(pos);
+        }
+        Ok(ShardedArray {
+            layout: layout.clone(),
+            shards,
+            positions,
+        })
+    }
+
+    /// Wraps this process's buffers of a program over the global mesh (its outputs on the
+    /// local devices, in mesh order).
+    pub fn from_local_shards(
+        layout: ShardLayout,
+        g: &GlobalDevices,
+        shards: Vec<Buffer>,
+    ) -> Result<ShardedArray> {
+        layout.check()?;
+        let positions: Vec<usize> = g.local().into_iter().map(|l| l.0).collect();
+        if shards.len() != positions.len() || layout.num_devices() != g.num_devices() {
+            return Err(Error::InvalidArgument(format!(
+                "{} shard(s) for {} local device(s) of a {}-device mesh (layout over {})",
+                shards.len(),
+                positions.len(),
+                g.num_devices(),
+                layout.num_devices()
+            )));
+        }
+        check_shard_dims(&layout, &shards)?;
+        Ok(ShardedArray {
+            layout,
+            shards,
+            positions,
         })
     }
 
     /// Wraps per-device buffers (e.g. a program's outputs) checked against the layout.
     pub fn from_shards(layout: ShardLayout, shards: Vec<Buffer>) -> Result<ShardedArray> {
         layout.check()?;
-        let want = layout.shard_dims();
         if shards.len() != layout.num_devices() {
             return Err(Error::InvalidArgument(format!(
                 "{} shard(s) for a layout over {} device(s)",
@@ -169,36 +309,64 @@ impl ShardedArray {
                 layout.num_devices()
             )));
         }
-        if let Some(b) = shards.iter().find(|b| b.dims() != want.as_slice()) {
-            return Err(Error::InvalidArgument(format!(
-                "shard of shape {:?} for tiles of {want:?} (logical {:?})",
-                b.dims(),
-                layout.dims
-            )));
-        }
-        Ok(ShardedArray { layout, shards })
+        check_shard_dims(&layout, &shards)?;
+        Ok(ShardedArray {
+            layout,
+            positions: (0..shards.len()).collect(),
+            shards,
+        })
     }
 
-    /// Gathers the logical array to the host (each tile read once).
+    /// Gathers the logical array to the host (each tile read once). An array with tiles only
+    /// on other processes' devices cannot be gathered here: read [`Self::local_tiles`].
     pub fn to_host<T: NativeType + Default>(&self) -> Result<Vec<T>> {
-        if self.shards.len() == 1 || self.layout.tiles.iter().all(|&t| t == 1) {
-            return self.shards[0].to_host();
+        if self.layout.tiles.iter().all(|&t| t == 1) {
+            return match self.shards.first() {
+                Some(b) => b.to_host(),
+                None => Err(Error::InvalidArgument(format!(
+                    "no shard of the {:?} array is on this process's devices",
+                    self.layout.dims
+                ))),
+            };
         }
         let n = self.layout.dims.iter().product::<i64>() as usize;
         let mut out = vec![T::default(); n];
+        let mut filled = 0usize;
+        for (pos, tile) in self.local_tiles::<T>()? {
+            filled += tile.len();
+            self.layout.rows(pos, |src, dst, len| {
+                out[dst..dst + len].copy_from_slice(&tile[src..src + len])
+            });
+        }
+        if filled != n {
+            return Err(Error::InvalidArgument(format!(
+                "this process holds {filled} of the {n} elements of the {:?} array (the other \
+                 tiles are on other processes' devices): gather per process with local_tiles",
+                self.layout.dims
+            )));
+        }
+        Ok(out)
+    }
+
+    /// This process's distinct tiles (replicas read once): `(mesh position, tile data)`;
+    /// the tile index is `layout.device_tiles[position]`.
+    pub fn local_tiles<T: NativeType + Default>(&self) -> Result<Vec<(usize, Vec<T>)>> {
         let mut seen: Vec<&Vec<i64>> = Vec::new();
-        for (d, b) in self.shards.iter().enumerate() {
-            let idx = &self.layout.device_tiles[d];
+        let mut out = Vec::new();
+        for (b, &pos) in self.shards.iter().zip(&self.positions) {
+            let idx = &self.layout.device_tiles[pos];
             if seen.contains(&idx) {
                 continue;
             }
             seen.push(idx);
-            let tile = b.to_host::<T>()?;
-            self.layout.rows(d, |src, dst, len| {
-                out[dst..dst + len].copy_from_slice(&tile[src..src + len])
-            });
+            out.push((pos, b.to_host::<T>()?));
         }
         Ok(out)
+    }
+
+    /// Mesh positions of the shards held here, in [`Self::shards`] order.
+    pub fn positions(&self) -> &[usize] {
+        &self.positions
     }
 
     /// The per-device buffers, in the layout's device order.
@@ -218,6 +386,18 @@ impl ShardedArray {
     pub fn bytes_per_device(&self) -> usize {
         self.shards.first().map_or(0, |b| b.size_in_bytes())
     }
+}
+
+fn check_shard_dims(layout: &ShardLayout, shards: &[Buffer]) -> Result<()> {
+    let want = layout.shard_dims();
+    if let Some(b) = shards.iter().find(|b| b.dims() != want.as_slice()) {
+        return Err(Error::InvalidArgument(format!(
+            "shard of shape {:?} for tiles of {want:?} (logical {:?})",
+            b.dims(),
+            layout.dims
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

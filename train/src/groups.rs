@@ -21,6 +21,9 @@ pub struct ParamGroups {
     /// train at 1x. E.g. layer-wise decay: `[["h5", 1.0], ["h4", 0.8], ["h3", 0.64], ..]`.
     #[serde(default)]
     pub lr_multipliers: Vec<(String, f64)>,
+    /// When not empty, only parameters matching one of these train (LoRA: the adapters).
+    #[serde(default)]
+    pub train_only: Vec<String>,
 }
 
 /// Per parameter: whether it trains and its learning-rate multiplier.
@@ -39,7 +42,7 @@ pub fn pattern(p: &str) -> Result<Regex> {
 
 impl ParamGroups {
     pub fn is_empty(&self) -> bool {
-        self.freeze.is_empty() && self.lr_multipliers.is_empty()
+        self.freeze.is_empty() && self.lr_multipliers.is_empty() && self.train_only.is_empty()
     }
 
     /// Resolves the patterns against `names` (a model's parameters, in order).
@@ -51,7 +54,21 @@ impl ParamGroups {
             }
             s.join(", ")
         };
-        let mut trainable = vec![true; names.len()];
+        // A distillation teacher never trains.
+        let mut trainable: Vec<bool> = names
+            .iter()
+            .map(|n| !crate::distill::is_teacher(n))
+            .collect();
+        if !self.train_only.is_empty() {
+            let res = self
+                .train_only
+                .iter()
+                .map(|p| pattern(p))
+                .collect::<Result<Vec<_>>>()?;
+            for (t, n) in trainable.iter_mut().zip(names) {
+                *t &= res.iter().any(|re| re.is_match(n));
+            }
+        }
         for p in &self.freeze {
             let re = pattern(p).context("config key `train.freeze`")?;
             let mut hit = false;
@@ -124,6 +141,7 @@ mod tests {
         let g = ParamGroups {
             freeze: vec!["wte|ln_e".into(), "h[0-1]".into()],
             lr_multipliers: vec![("h1\\d".into(), 0.5), ("h\\d+".into(), 0.8)],
+            ..Default::default()
         };
         let r = g.resolve(&NAMES).unwrap();
         assert_eq!(

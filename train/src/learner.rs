@@ -644,6 +644,9 @@ pub struct ProgramStep<'c> {
     /// The optimizer's base learning rate (the schedule scales it in the step).
     pub base_lr: f64,
     last_lr: f64,
+    /// Per parameter: not written to checkpoints (a distillation teacher's, loaded at every
+    /// start by `RunSpec::init_weights`).
+    unsaved: Vec<bool>,
 }
 
 impl<'c> ProgramStep<'c> {
@@ -655,7 +658,14 @@ impl<'c> ProgramStep<'c> {
         base_lr: f64,
     ) -> Result<Self> {
         let state = TrainState::init(client, &train.prog, seed)?;
+        let unsaved = train
+            .prog
+            .params
+            .iter()
+            .map(|p| crate::distill::is_teacher(&p.name))
+            .collect();
         Ok(ProgramStep {
+            unsaved,
             client,
             train,
             eval,
@@ -704,12 +714,12 @@ impl TrainStep for ProgramStep<'_> {
     }
 
     fn save_weights(&mut self, path: &Path) -> Result<()> {
-        let (params, _) = self.state.to_host(&self.train.prog)?;
+        let params = self.saved_params()?.0;
         crate::checkpoint::write_tensors(path, &params)
     }
 
     fn checkpoint_tensors(&mut self) -> Result<Option<Snapshot>> {
-        let (params, optimizer) = self.state.to_host(&self.train.prog)?;
+        let (params, optimizer) = self.saved_params()?;
         Ok(Some(Snapshot {
             params,
             optimizer,
@@ -718,8 +728,33 @@ impl TrainStep for ProgramStep<'_> {
     }
 
     fn restore(&mut self, c: &Checkpoint) -> Result<()> {
-        self.state = TrainState::from_checkpoint(self.client, &self.train.prog, c)?;
+        self.state = if self.unsaved.iter().any(|&u| u) {
+            let current = std::mem::take(&mut self.state.params);
+            TrainState::from_checkpoint_keeping(
+                self.client,
+                &self.train.prog,
+                c,
+                Some((&self.unsaved, current)),
+            )?
+        } else {
+            TrainState::from_checkpoint(self.client, &self.train.prog, c)?
+        };
         Ok(())
+    }
+}
+
+impl ProgramStep<'_> {
+    /// Parameters and optimizer state for a checkpoint: all but the unsaved ones (which
+    /// are frozen, so have no optimizer state).
+    fn saved_params(&self) -> Result<(Vec<NamedTensor>, Vec<NamedTensor>)> {
+        let (params, optimizer) = self.state.to_host(&self.train.prog)?;
+        let params = params
+            .into_iter()
+            .zip(&self.unsaved)
+            .filter(|(_, &u)| !u)
+            .map(|(p, _)| p)
+            .collect();
+        Ok((params, optimizer))
     }
 }
 
@@ -846,7 +881,9 @@ pub fn train<'a>(
     let pipeline = train_c.prog.pipeline_json();
     let devices = train_c.prog.num_devices();
     let mut step = ProgramStep::new(client, train_c, eval_c, spec.seed, spec.optimizer.opt.lr)?;
-    if let (Some(load), None) = (spec.init_weights, &resume_from) {
+    // A run with unsaved parameters (a teacher) loads them on resume too.
+    let reload = step.unsaved.iter().any(|&u| u);
+    if let (Some(load), true) = (spec.init_weights, resume_from.is_none() || reload) {
         if let Some(t) = load(&step.train.prog.params)? {
             step.state = TrainState::init_from(client, &step.train.prog, spec.seed, &t)?;
         }

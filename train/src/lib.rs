@@ -3,9 +3,11 @@
 //! transform, the train state on device, checkpoints, metrics, and the one `Learner` loop.
 //! Models, Keras programs and the CLI all train through here.
 
+pub mod adapt;
 pub mod callbacks;
 pub mod checkpoint;
 pub mod compress;
+pub mod distill;
 pub mod exec;
 pub mod flops;
 pub mod groups;

@@ -220,10 +220,33 @@ impl TrainState {
         prog: &StepProgram,
         c: &Checkpoint,
     ) -> Result<TrainState> {
+        TrainState::from_checkpoint_keeping(client, prog, c, None)
+    }
+
+    /// [`TrainState::from_checkpoint`], except that the parameters flagged in `keep` (frozen
+    /// ones not written to checkpoints, such as a distillation teacher) keep their arrays
+    /// from `current` (the parameters of the state being replaced).
+    pub fn from_checkpoint_keeping(
+        client: &Client,
+        prog: &StepProgram,
+        c: &Checkpoint,
+        keep: Option<(&[bool], Vec<ShardedArray>)>,
+    ) -> Result<TrainState> {
+        let flags: Vec<bool> = match &keep {
+            Some((k, _)) => k.to_vec(),
+            None => Vec::new(),
+        };
+        let kept = |i: usize| flags.get(i).copied().unwrap_or(false);
+        let mut current: Vec<Option<ShardedArray>> = match keep {
+            Some((_, cur)) => cur.into_iter().map(Some).collect(),
+            None => Vec::new(),
+        };
         let want: Vec<(String, Vec<i64>)> = prog
             .params
             .iter()
-            .map(|p| (p.name.clone(), p.ty.dims().to_vec()))
+            .enumerate()
+            .filter(|(i, _)| !kept(*i))
+            .map(|(_, p)| (p.name.clone(), p.ty.dims().to_vec()))
             .collect();
         let owners = prog.state_owners();
         let want_opt: Vec<(String, Vec<i64>)> = owners
@@ -242,12 +265,24 @@ impl TrainState {
         let up = |i: usize, t: &NamedTensor| {
             ShardedArray::from_host(client, &t.data, &prog.param_layout(i), &devices)
         };
+        let mut loaded = params.iter();
+        let mut arrays = Vec::with_capacity(prog.params.len());
+        for i in 0..prog.params.len() {
+            if kept(i) {
+                if prog.state_index(i, 0).is_some() && !prog.slots.is_empty() {
+                    bail!(
+                        "parameter `{}` is not checkpointed but trains",
+                        prog.params[i].name
+                    );
+                }
+                let a = current.get_mut(i).and_then(Option::take);
+                arrays.push(a.context("the kept parameters of the current state")?);
+            } else {
+                arrays.push(up(i, loaded.next().context("a checkpointed parameter")?)?);
+            }
+        }
         Ok(TrainState {
-            params: params
-                .iter()
-                .enumerate()
-                .map(|(i, t)| up(i, t))
-                .collect::<Result<_, _>>()?,
+            params: arrays,
             state: opt
                 .iter()
                 .enumerate()
