@@ -81,3 +81,43 @@ fn gpt_compiles_for_a_v5e_2x2_with_memory_and_a_manifest() {
     assert!(!ok);
     assert!(err.contains("v5e:3x7"), "{err}");
 }
+
+/// v5p needs an explicit device assignment (libtpu's all-reduce combiner reads it); data x
+/// tensor exercises the all-reduces.
+#[test]
+fn gpt_compiles_for_a_v5p_2x2x2_with_data_and_tensor() {
+    if !libtpu_available() {
+        eprintln!("skipped: libtpu is not cached (set RXLA_TPU_TESTS=1 to fetch it)");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("rxla-aot-v5p-{}", std::process::id()));
+    let (ok, table, err) = compile(&[
+        "--config",
+        "configs/gpt-tiny.toml",
+        "--target",
+        "tpu:v5p:2x2x2",
+        "--set",
+        "parallel.data=4",
+        "--set",
+        "parallel.tensor=2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{table}\n{err}");
+    assert!(
+        table.contains("8 x TPU v5") && table.contains("fits"),
+        "{table}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["topology"]["devices"], 8);
+    assert!(
+        m["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["fits"] == true),
+        "{m}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

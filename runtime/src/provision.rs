@@ -89,10 +89,16 @@ pub fn cached_libtpu() -> Option<PathBuf> {
 
 /// libtpu for compiling without TPUs: `RXLA_PJRT_PLUGIN`, else `$TPU_LIBRARY_PATH`, else
 /// the pinned [`LIBTPU`] (fetched into the cache on first use). Sets `TPU_SKIP_MDS_QUERY=1`
-/// (unless set) so the plugin does not look for a metadata server this machine lacks.
+/// (unless set) so the plugin does not look for a metadata server this machine lacks, and
+/// `ALLOW_MULTIPLE_LIBTPU_LOAD=1` so compiles in parallel processes don't lock each other out.
 pub fn tpu_plugin_path() -> Result<PathBuf> {
     if std::env::var_os("TPU_SKIP_MDS_QUERY").is_none() {
         std::env::set_var("TPU_SKIP_MDS_QUERY", "1");
+    }
+    // Compiling holds no TPU chips, so several compiles may run at once; without this libtpu
+    // refuses a second process ("multi-process lockfile").
+    if std::env::var_os("ALLOW_MULTIPLE_LIBTPU_LOAD").is_none() {
+        std::env::set_var("ALLOW_MULTIPLE_LIBTPU_LOAD", "1");
     }
     if let Some(p) = std::env::var_os("RXLA_PJRT_PLUGIN").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));

@@ -5,12 +5,10 @@
 //! parameters declared under `teacher.` and frozen (no gradient, no optimizer state), its
 //! logits behind a stop-gradient. Evaluation runs the student alone.
 
+pub use crate::groups::{is_teacher, TEACHER};
 use graph::{Graph, NodeId};
 use nn::{Forward, Mode, Model, Params};
 use serde::{Deserialize, Serialize};
-
-/// The scope of the teacher's parameters in the student's step.
-pub const TEACHER: &str = "teacher";
 
 /// `[distill]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,12 +47,6 @@ impl DistillConfig {
         }
         Ok(())
     }
-}
-
-/// Whether parameter `name` is the teacher's (never checkpointed with the student).
-pub fn is_teacher(name: &str) -> bool {
-    name.strip_prefix(TEACHER)
-        .is_some_and(|r| r.starts_with('.'))
 }
 
 /// `mean over positions of T²·Σ_c p_t (log p_t − log p_s)` with `p = softmax(x / T)` over

@@ -55,10 +55,7 @@ impl ParamGroups {
             s.join(", ")
         };
         // A distillation teacher never trains.
-        let mut trainable: Vec<bool> = names
-            .iter()
-            .map(|n| !crate::distill::is_teacher(n))
-            .collect();
+        let mut trainable: Vec<bool> = names.iter().map(|n| !is_teacher(n)).collect();
         if !self.train_only.is_empty() {
             let res = self
                 .train_only
@@ -120,6 +117,15 @@ impl ParamGroups {
             lr_multiplier,
         })
     }
+}
+
+/// The scope of the teacher's parameters in the student's step.
+pub const TEACHER: &str = "teacher";
+
+/// Whether parameter `name` is the teacher's (never checkpointed with the student).
+pub fn is_teacher(name: &str) -> bool {
+    name.strip_prefix(TEACHER)
+        .is_some_and(|r| r.starts_with('.'))
 }
 
 #[cfg(test)]
