@@ -164,6 +164,17 @@ impl<E: TextEncoder> Model for Classifier<E> {
         batch: usize,
         mode: Mode,
     ) -> graph::Result<Forward> {
+        Ok(self.forward_logits(g, p, batch, mode)?.0)
+    }
+
+    /// The class logits `(B, C)`: what a distilled classifier learns from its teacher's.
+    fn forward_logits(
+        &self,
+        g: &mut Graph,
+        p: &mut Params,
+        batch: usize,
+        mode: Mode,
+    ) -> graph::Result<(Forward, Option<NodeId>)> {
         let (b, t) = (batch as i64, self.encoder.seq_len() as i64);
         let ins = text_inputs(g, b, t)?;
         let labels = g.input("labels", TensorType::new(DType::I32, [b]))?;
@@ -172,13 +183,14 @@ impl<E: TextEncoder> Model for Classifier<E> {
         let (loss, per_example) = classification_head(g, logits, labels)?;
         let mut inputs = ins.to_vec();
         inputs.push(labels);
-        Ok(Forward {
+        let fwd = Forward {
             inputs,
             loss,
             per_example,
             rng_seed: seed,
             updates: Vec::new(),
-        })
+        };
+        Ok((fwd, Some(logits)))
     }
 }
 

@@ -103,7 +103,7 @@ impl Model for Distill {
         let no_logits = |who: &str| {
             graph::GraphError::Invalid(format!(
                 "distillation needs the {who}'s logits, and this model kind exposes none \
-                 (gpt does)"
+                 (gpt and the BERT classifiers do)"
             ))
         };
         let s_logits = logits.ok_or_else(|| no_logits("student"))?;

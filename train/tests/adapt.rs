@@ -353,3 +353,93 @@ fn factored_model_computes_u_times_v_and_trains_the_factors() {
     }
     assert!((got[0][0] - want[0][0]).abs() < 1e-5);
 }
+
+fn bert_classifier(layers: usize, d: usize) -> models::heads::Classifier<models::bert::Bert> {
+    let json = format!(
+        r#"{{"vocab_size": 13, "hidden_size": {d}, "num_hidden_layers": {layers},
+            "num_attention_heads": 2, "intermediate_size": {}, "max_position_embeddings": 6,
+            "type_vocab_size": 2, "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0}}"#,
+        2 * d
+    );
+    models::heads::Classifier {
+        encoder: models::bert::Bert(models::bert::BertConfig::from_hf_json(&json, 6).unwrap()),
+        classes: 3,
+        pooling: models::heads::Pooling::Pooled,
+        dropout: 0.0,
+    }
+}
+
+/// Evaluates a text classifier's graph: tokens/segments/mask (the second row padded) and labels.
+fn run_text(g: &Graph, specs: &[ParamSpec], vals: &HashMap<String, Vec<f32>>) -> Vec<Vec<f32>> {
+    let (t, _) = tokens();
+    let seg: Vec<i32> = (0..B * 6).map(|i| i32::from(i % 6 >= 3)).collect();
+    let mask: Vec<i32> = (0..B * 6).map(|i| i32::from(i < 6 || i % 6 < 4)).collect();
+    let args: Vec<HostTensor> = g
+        .args()
+        .iter()
+        .map(|&a| {
+            let ty = g.ty(a).unwrap().clone();
+            if let Some(s) = specs.iter().find(|s| s.node == a) {
+                return HostTensor::f32(ty.dims(), &vals[&s.name]).unwrap();
+            }
+            let data: &[i32] = match g.node(a).unwrap().name.as_deref() {
+                Some("tokens") => &t,
+                Some("segments") => &seg,
+                Some("mask") => &mask,
+                Some("labels") => &[2, 0],
+                other => panic!("unexpected input {other:?}"),
+            };
+            HostTensor::i32(ty.dims(), data).unwrap()
+        })
+        .collect();
+    eval(g, &args).unwrap().iter().map(|h| h.to_f32()).collect()
+}
+
+#[test]
+fn distilled_bert_classifier_loss_is_the_hand_computed_mix() {
+    let (temp, alpha) = (3.0, 0.4);
+    let d = train::distill::Distill {
+        student: Box::new(bert_classifier(1, 8)),
+        teacher: Box::new(bert_classifier(2, 16)),
+        temperature: temp,
+        alpha,
+    };
+    let (g, specs) = build(&d, Mode::Train);
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("teacher.head.")),
+        "{names:?}"
+    );
+    let vals = values(&specs, 7);
+    let got = run_text(&g, &specs, &vals)[0][0] as f64;
+    let (sg, ss) = build(&bert_classifier(1, 8), Mode::Train);
+    let (tg, ts) = build(&bert_classifier(2, 16), Mode::Train);
+    let t_vals: HashMap<String, Vec<f32>> = ts
+        .iter()
+        .map(|s| (s.name.clone(), vals[&format!("teacher.{}", s.name)].clone()))
+        .collect();
+    let s_out = run_text(&sg, &ss, &vals);
+    let t_out = run_text(&tg, &ts, &t_vals);
+    let labels = [2usize, 0];
+    let (mut kl, mut ce) = (0.0, 0.0);
+    for (row, &label) in labels.iter().enumerate() {
+        let s = &s_out[1][row * 3..(row + 1) * 3];
+        let t = &t_out[1][row * 3..(row + 1) * 3];
+        let (ls, lt) = (log_softmax(s, temp), log_softmax(t, temp));
+        kl += lt
+            .iter()
+            .zip(&ls)
+            .map(|(a, b)| a.exp() * (a - b))
+            .sum::<f64>();
+        ce -= log_softmax(s, 1.0)[label];
+    }
+    let n = B as f64;
+    let want = alpha * temp * temp * kl / n + (1.0 - alpha) * ce / n;
+    assert!(kl / n > 1e-6, "the models differ: KL {}", kl / n);
+    assert!((ce / n - s_out[0][0] as f64).abs() < 1e-4);
+    assert!(
+        (got - want).abs() < 1e-4,
+        "distilled loss {got} vs hand-computed {want}"
+    );
+}
