@@ -61,6 +61,10 @@ pub struct EvalArgs {
     /// Examples per evaluation batch (default: the config's `train.eval_batch_size`).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// An int8 run's kernels meet the activations in i8 × i8 → i32 dots (activations
+    /// quantized per row on the fly) instead of being dequantized to f32.
+    #[arg(long)]
+    pub int8_dots: bool,
 }
 
 /// Runs a compress command; `client` starts the PJRT client (`rxla compress --backend ..`).
@@ -277,8 +281,14 @@ fn eval_cmd(args: &EvalArgs, client: &dyn Fn() -> Result<runtime::Client>) -> Re
     let data = registry::data(&mut cfg, &args.run)?;
     let model = registry::model(&cfg)?;
     let client = client()?;
-    let r =
-        train::compress::eval::evaluate(&client, model.as_ref(), &weights, data.as_ref(), batch)?;
+    let r = train::compress::eval::evaluate_with(
+        &client,
+        model.as_ref(),
+        &weights,
+        data.as_ref(),
+        batch,
+        args.int8_dots,
+    )?;
     let mut out = serde_json::to_value(&r)?;
     out["checkpoint"] = serde_json::json!(dir);
     out["step"] = serde_json::json!(state.step);

@@ -149,6 +149,154 @@ pub fn dequantize_args(g: &Graph, specs: &[Dequantize]) -> Result<(Graph, Vec<Qu
     Ok((out, sources))
 }
 
+/// A dequantized weight of [`dequantize_args`]: `convert(q) · broadcast(reshape(s))`.
+struct Dequantized {
+    /// The i8 values and the flat scales `(channels..)` in the rewritten graph.
+    q: NodeId,
+    s: NodeId,
+    /// The weight's axes one scale each covers (the others have size 1 in the scale).
+    kept: Vec<usize>,
+}
+
+/// `(q, s_flat, kept)` when node `m` of `g` is a weight dequantized by [`dequantize_args`].
+fn dequantized(g: &Graph, m: NodeId) -> Result<Option<(NodeId, NodeId, Vec<usize>)>> {
+    let n = g.node(m)?;
+    if !matches!(n.op, Op::Binary(crate::ops::elementwise::BinaryOp::Mul)) {
+        return Ok(None);
+    }
+    let (c, b) = (g.node(n.inputs[0])?, g.node(n.inputs[1])?);
+    let (Op::Convert(DType::F32), Op::BroadcastInDim { dims: kept, .. }) = (&c.op, &b.op) else {
+        return Ok(None);
+    };
+    let q = c.inputs[0];
+    let r = g.node(b.inputs[0])?;
+    if g.ty(q)?.dtype != DType::I8 || !matches!(r.op, Op::Reshape(_)) {
+        return Ok(None);
+    }
+    let is_arg = |x: NodeId| -> Result<bool> {
+        Ok(matches!(g.node(x)?.op, Op::Parameter(_) | Op::Input(_)))
+    };
+    if !is_arg(q)? || !is_arg(r.inputs[0])? {
+        return Ok(None);
+    }
+    Ok(Some((q, b.inputs[0], kept.clone())))
+}
+
+/// `g` (a graph from [`dequantize_args`]) with every `x · W` whose right operand is a
+/// dequantized i8 weight turned into an int8 dot: `x` is quantized per row on the fly
+/// (symmetric, one scale per index of its free axes: `max |x| / 127`), the dot runs i8 × i8
+/// with i32 accumulation, and the result is rescaled by both scales. Dots that do not fit
+/// (batch axes, a scale on a contracted axis, a weight used through a reshape) keep the
+/// dequantized weight. Returns the graph and how many dots became int8.
+pub fn int8_dots(g: &Graph) -> Result<(Graph, usize)> {
+    use crate::ops::dot::DotDims;
+    use crate::ops::elementwise::CompareDir;
+    let mut out = Graph::new(g.name.clone());
+    let mut map: Vec<Option<NodeId>> = vec![None; g.len()];
+    let mut deq: Vec<Option<Dequantized>> = (0..g.len()).map(|_| None).collect();
+    let mut count = 0;
+    for (i, node) in g.nodes.iter().enumerate() {
+        let get = |x: &NodeId| {
+            map[x.index()].ok_or_else(|| {
+                GraphError::Invalid(format!("node %{i} uses {x} before it is defined"))
+            })
+        };
+        let rhs = match &node.op {
+            Op::DotGeneral { dims, .. } if dims.lhs_batch.is_empty() => deq[node.inputs[1].index()]
+                .as_ref()
+                .filter(|d| d.kept.iter().all(|a| !dims.rhs_contract.contains(a))),
+            _ => None,
+        };
+        let id = match (rhs, &node.op) {
+            (Some(d), Op::DotGeneral { dims, .. }) => {
+                let x = get(&node.inputs[0])?;
+                let xdims = out.dims(x)?.to_vec();
+                let free: Vec<usize> = (0..xdims.len())
+                    .filter(|a| !dims.lhs_contract.contains(a))
+                    .collect();
+                // Per-row scale of x over its contracted axes; an all-zero row gets scale 1.
+                let ax = out.abs(x)?;
+                let amax = out.reduce_max(ax, &dims.lhs_contract)?; // (x free..)
+                let sx = out.mul_scalar(amax, 1.0 / 127.0)?;
+                let zero = out.zeros_like(sx)?;
+                let is_zero = out.compare(CompareDir::Eq, sx, zero)?;
+                let one = out.ones_like(sx)?;
+                let sx = out.select(is_zero, one, sx)?;
+                let sxb = out.broadcast_in_dim(sx, xdims.clone(), &free)?;
+                let xs = out.div(x, sxb)?;
+                // Round half away from zero, as the weights were: sign(v)·trunc(|v| + 0.5).
+                let av = out.abs(xs)?;
+                let av = out.add_scalar(av, 0.5)?;
+                let av = out.convert(av, DType::I32)?;
+                let av = out.convert(av, DType::F32)?;
+                let sg = out.sign(xs)?;
+                let xr = out.mul(sg, av)?;
+                let xq = out.convert(xr, DType::I8)?;
+                let y = out.add_node(
+                    Op::DotGeneral {
+                        dims: DotDims {
+                            lhs_batch: vec![],
+                            rhs_batch: vec![],
+                            lhs_contract: dims.lhs_contract.clone(),
+                            rhs_contract: dims.rhs_contract.clone(),
+                        },
+                        out_dtype: Some(DType::I32),
+                    },
+                    vec![xq, d.q],
+                    node.loc.clone(),
+                )?;
+                let y = out.convert(y, DType::F32)?;
+                let ydims = out.dims(y)?.to_vec();
+                let nl = free.len();
+                let sxo = out.broadcast_in_dim(sx, ydims.clone(), &(0..nl).collect::<Vec<_>>())?;
+                let y = out.mul(y, sxo)?;
+                // The weight's free axes follow x's in the result, in order.
+                let wfree: Vec<usize> = (0..out.rank(d.q)?)
+                    .filter(|a| !dims.rhs_contract.contains(a))
+                    .collect();
+                let at: Vec<usize> = d
+                    .kept
+                    .iter()
+                    .map(|k| {
+                        nl + wfree
+                            .iter()
+                            .position(|w| w == k)
+                            .expect("kept axes are free")
+                    })
+                    .collect();
+                let swo = out.broadcast_in_dim(d.s, ydims, &at)?;
+                let y = out.mul(y, swo)?;
+                count += 1;
+                match g.ty(NodeId(i as u32))?.dtype {
+                    DType::F32 => y,
+                    t => out.convert(y, t)?,
+                }
+            }
+            _ => {
+                let ins = node.inputs.iter().map(get).collect::<Result<Vec<_>>>()?;
+                out.add_node(node.op.clone(), ins, node.loc.clone())?
+            }
+        };
+        out.nodes[id.index()].name.clone_from(&node.name);
+        map[i] = Some(id);
+        if let Some((q, s, kept)) = dequantized(g, NodeId(i as u32))? {
+            deq[i] = Some(Dequantized {
+                q: map[q.index()].expect("defined before use"),
+                s: map[s.index()].expect("defined before use"),
+                kept,
+            });
+        }
+    }
+    let outs: Vec<NodeId> = g
+        .outputs
+        .iter()
+        .map(|o| map[o.index()].expect("outputs are defined"))
+        .collect();
+    out.set_outputs(&outs)?;
+    let out = super::checked("int8_dots", g, out)?;
+    Ok((out, count))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +350,89 @@ mod tests {
         };
         let e = dequantize_args(&g, &[bad]).unwrap_err().to_string();
         assert!(e.contains("`w`") && e.contains("scale dims"), "{e}");
+    }
+
+    /// Round half away from zero, as the passes do.
+    fn round(v: f64) -> f64 {
+        v.signum() * (v.abs() + 0.5).trunc()
+    }
+
+    /// The int8 dot of `x (2, 3)` and a dequantized `w`, for a kernel `(3, 4)` contracted on
+    /// axis 0 and a tied table `(4, 3)` contracted on axis 1 (scales `(4, 1)`): each equals
+    /// the host's W8A8 product (x quantized per row, integer sums, both scales), and differs
+    /// from the f32 dot by no more than x's rounding allows.
+    #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn int8_dots_compute_the_w8a8_product() {
+        let xs: Vec<f64> = vec![0.3, -1.2, 0.05, 0.0, 0.0, 0.0];
+        let qs: Vec<f64> = (0..12).map(|i| (i * 37 % 255) as f64 - 127.0).collect();
+        let ss = [0.5f32, 0.25, 2.0, 0.125];
+        for tied in [false, true] {
+            let mut g = Graph::new("lin");
+            let x = g.input("x", TensorType::f32([2, 3])).unwrap();
+            let (wdims, contract, sdims) = match tied {
+                false => ([3, 4], 0, vec![1, 4]),
+                true => ([4, 3], 1, vec![4, 1]),
+            };
+            let w = g.parameter("w", TensorType::f32(wdims)).unwrap();
+            let y = g
+                .dot_general(x, w, DotDims::contract(&[1], &[contract]), None)
+                .unwrap();
+            g.set_outputs(&[y]).unwrap();
+            let spec = Dequantize {
+                arg: 1,
+                scale_dims: sdims.clone(),
+            };
+            let (dq, _) = dequantize_args(&g, &[spec]).unwrap();
+            let (q8, n) = int8_dots(&dq).unwrap();
+            assert_eq!(n, 1, "tied {tied}");
+            assert!(q8.nodes.iter().any(|n| matches!(
+                n.op,
+                Op::DotGeneral {
+                    out_dtype: Some(DType::I32),
+                    ..
+                }
+            )));
+            let args = [
+                HostTensor::new(TensorType::f32([2, 3]), xs.clone()).unwrap(),
+                HostTensor::new(TensorType::new(DType::I8, wdims), qs.clone()).unwrap(),
+                HostTensor::f32(&sdims, &ss).unwrap(),
+            ];
+            let got = eval(&q8, &args).unwrap()[0].to_f32();
+            let exact = eval(&dq, &args).unwrap()[0].to_f32();
+            // (k, c) of the weight, whichever its layout.
+            let wq = |k: usize, c: usize| if tied { qs[c * 3 + k] } else { qs[k * 4 + c] };
+            for r in 0..2 {
+                let row = &xs[r * 3..r * 3 + 3];
+                let amax = row.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let sx = if amax == 0.0 {
+                    1.0
+                } else {
+                    amax as f32 as f64 / 127.0
+                };
+                for c in 0..4 {
+                    let acc: f64 = (0..3)
+                        .map(|k| round(row[k] as f32 as f64 / sx) * wq(k, c))
+                        .sum();
+                    let want = acc * sx * ss[c] as f64;
+                    let g = got[r * 4 + c] as f64;
+                    assert!(
+                        (g - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "{tied} {r},{c}: {g} vs {want}"
+                    );
+                    // x's rounding: at most half a step per element.
+                    let bound: f64 = (0..3)
+                        .map(|k| 0.5 * sx * (wq(k, c) * ss[c] as f64).abs())
+                        .sum();
+                    assert!(
+                        (g - exact[r * 4 + c] as f64).abs() <= bound + 1e-5,
+                        "{tied} {r},{c}"
+                    );
+                }
+            }
+            // The zero row stays exactly zero.
+            assert!(got[4..].iter().all(|&v| v == 0.0));
+        }
     }
 
     /// A tied embedding (looked up by row and contracted on D by the head) has rows as channels.

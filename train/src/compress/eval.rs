@@ -10,7 +10,7 @@ use nn::Model;
 use runtime::{Buffer, Client, CompileOptions};
 use serde::Serialize;
 
-use super::quantize::{bind, upload, BoundArg};
+use super::quantize::{bind_with, upload, BoundArg};
 use crate::exec::ToDevice;
 use crate::step::Feed;
 use crate::tensor::Tensor;
@@ -27,6 +27,8 @@ pub struct EvalReport {
     pub compile_s: f64,
     /// Wall time of the evaluation passes (after compilation, uploads included).
     pub eval_s: f64,
+    /// Dots run as i8 × i8 → i32 (`int8_dots`; 0 when weights are dequantized to f32).
+    pub int8_dots: usize,
 }
 
 /// Evaluates `model` with `weights` (stored dtypes; i8 ones dequantized in the program).
@@ -37,8 +39,20 @@ pub fn evaluate(
     data: &dyn DataSource,
     batch: usize,
 ) -> Result<EvalReport> {
+    evaluate_with(client, model, weights, data, batch, false)
+}
+
+/// [`evaluate`]; `int8_dots`: i8 kernels meet activations in i8 × i8 → i32 dots.
+pub fn evaluate_with(
+    client: &Client,
+    model: &dyn Model,
+    weights: &[Tensor],
+    data: &dyn DataSource,
+    batch: usize,
+    int8_dots: bool,
+) -> Result<EvalReport> {
     let prog = crate::step::eval_step(model, batch, None)?;
-    let (g, bound) = bind(&prog.graph, &prog.params, weights)?;
+    let (g, bound, n_int8) = bind_with(&prog.graph, &prog.params, weights, int8_dots)?;
     let t = Instant::now();
     let opts = lower::LowerOptions {
         module_name: Some(g.name.clone()),
@@ -113,5 +127,6 @@ pub fn evaluate(
         weight_bytes_on_device,
         compile_s,
         eval_s,
+        int8_dots: n_int8,
     })
 }

@@ -187,8 +187,23 @@ pub enum BoundArg {
 /// weights feed their parameter as f32; an i8 weight with its `.qscale` is dequantized in
 /// the graph. Every parameter needs its tensor and every tensor a parameter.
 pub fn bind(g: &Graph, specs: &[ParamSpec], weights: &[Tensor]) -> Result<(Graph, Vec<BoundArg>)> {
+    bind_with(g, specs, weights, false).map(|(g, b, _)| (g, b))
+}
+
+/// [`bind`], and with `int8_dots` every dot of an activation with an i8 kernel runs as an
+/// i8 × i8 → i32 dot (`graph::passes::quantize::int8_dots`); also returns how many did.
+pub fn bind_with(
+    g: &Graph,
+    specs: &[ParamSpec],
+    weights: &[Tensor],
+    int8_dots: bool,
+) -> Result<(Graph, Vec<BoundArg>, usize)> {
     if super::lowrank::is_factored(specs, weights) {
-        return super::lowrank::bind_factored(g, specs, weights);
+        if int8_dots {
+            bail!("--int8-dots needs an int8 run (`rxla compress quantize`), not a factored one");
+        }
+        let (g, b) = super::lowrank::bind_factored(g, specs, weights)?;
+        return Ok((g, b, 0));
     }
     let by_name: std::collections::HashMap<&str, &Tensor> =
         weights.iter().map(|t| (t.name.as_str(), t)).collect();
@@ -232,7 +247,14 @@ pub fn bind(g: &Graph, specs: &[ParamSpec], weights: &[Tensor]) -> Result<(Graph
             });
         }
     }
+    if int8_dots && deq.is_empty() {
+        bail!("--int8-dots needs i8 weights: quantize the run first (`rxla compress quantize`)");
+    }
     let (bound, sources) = dequantize_args(g, &deq).context("dequantizing in the program")?;
+    let (bound, n_int8) = match int8_dots {
+        true => graph::passes::quantize::int8_dots(&bound).context("int8 dots")?,
+        false => (bound, 0),
+    };
     let tensor = |name: &str, widen: bool| -> Result<Tensor> {
         let t = (*by_name[name]).clone();
         if !widen {
@@ -261,7 +283,7 @@ pub fn bind(g: &Graph, specs: &[ParamSpec], weights: &[Tensor]) -> Result<(Graph
             })
         })
         .collect::<Result<_>>()?;
-    Ok((bound, out))
+    Ok((bound, out, n_int8))
 }
 
 /// A device buffer of a stored tensor.
