@@ -37,7 +37,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Parameters, FLOPs per step and memory of a config's model.
     Summary(SummaryArgs),
-    /// Sample text from a trained GPT run (KV-cached; sampling or beam search).
+    /// Sample text from a trained GPT run, or transform --input with an encoder-decoder run
+    /// (KV-cached; sampling or beam search).
     Generate(GenerateArgs),
     /// GPT decode tokens/s with the KV cache vs recomputing, and time to first token; JSON.
     BenchGenerate(BenchGenerateArgs),
@@ -646,7 +647,15 @@ fn generate_cmd(args: &GenerateArgs) -> Result<()> {
     req.validate()?; // before starting the client: a typo fails at once
     let client = args.device.client()?;
     if let Some(input) = &args.input {
-        let g = crate::generate::generate_seq2seq(&client, &args.run, input, &req.sample)?;
+        let g = crate::generate::generate_seq2seq(&client, &args.run, input, &req)?;
+        if let Some(beam) = args.beam {
+            eprintln!(
+                "rxla: beam {beam}: best of {} tokens in {:.2} s (KV cache)",
+                g.tokens[0].len(),
+                g.decode_s
+            );
+            return Ok(());
+        }
         eprintln!(
             "rxla: {} tokens at {:.0} tokens/s (KV cache)",
             g.tokens[0].len(),

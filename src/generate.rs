@@ -254,14 +254,15 @@ pub fn generate_gpt(client: &Client, run: &Path, req: &GenerateRequest) -> Resul
 }
 
 /// `rxla generate --input TEXT` on an encoder-decoder run: encodes the input once and
-/// streams the decoder's output (at most `model.tgt_len` tokens) to stdout.
+/// streams the decoder's output (at most `model.tgt_len` tokens) to stdout, or, with
+/// `--beam K`, prints the best of the beam search's hypotheses.
 pub fn generate_seq2seq(
     client: &Client,
     run: &Path,
     input: &str,
-    opts: &SampleOptions,
+    req: &GenerateRequest,
 ) -> Result<Generation> {
-    opts.validate()?;
+    req.validate()?;
     let r = Run::load(run)?;
     let kind = r.config.model_kind()?;
     if kind != "encdec" {
@@ -273,11 +274,28 @@ pub fn generate_seq2seq(
     let cfg: models::encdec::EncDecConfig = r.config.model_config()?;
     let ids = encode_with_sentinels(&r, input)?;
     let params = program::DeviceParams::upload_stored(client, &r.stored)?;
-    let mut dec = encdec::CachedEncDec::new(client, &cfg, params, 1)?;
     let opts = SampleOptions {
-        max_tokens: opts.max_tokens.min(cfg.tgt_len),
-        ..opts.clone()
+        max_tokens: req.sample.max_tokens.min(cfg.tgt_len),
+        ..req.sample.clone()
     };
+    if let Some(beam) = req.beam {
+        let mut dec = encdec::CachedEncDec::new(client, &cfg, params, beam)?;
+        let t = std::time::Instant::now();
+        let bopts = BeamOptions {
+            max_tokens: opts.max_tokens,
+            ..req.beam_options(beam)
+        };
+        let hyps = beam_search(&mut dec, &ids, &bopts)?;
+        let best = hyps.first().map(|h| h.tokens.clone()).unwrap_or_default();
+        println!("{}", printable(&r.tokenizer.decode(&best)?));
+        return Ok(Generation {
+            tokens: vec![best],
+            decode_s: t.elapsed().as_secs_f64(),
+            decode_tokens: hyps.first().map_or(0, |h| h.tokens.len()) * beam,
+            ..Default::default()
+        });
+    }
+    let mut dec = encdec::CachedEncDec::new(client, &cfg, params, 1)?;
     let mut stream = TextStream::new(&r.tokenizer, std::io::stdout().lock());
     let mut err = None;
     let g = sample(&mut dec, &[ids], &opts, &mut |_, _, chosen| {
