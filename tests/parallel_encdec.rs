@@ -96,18 +96,24 @@ fn train(client: &runtime::Client, parallel: ParallelConfig) -> (Vec<f32>, Train
     (losses, st)
 }
 
-/// Every parameter within 1e-3 of its largest single-device value.
-fn assert_same_params(what: &str, st: &TrainState, one: &TrainState) {
-    for (a, b) in st.params.iter().zip(&one.params) {
+/// Every parameter within 1e-3 of its largest single-device value. A key bias is left out:
+/// softmax ignores it (it adds the same q·b to every key's score), so its gradient is rounding
+/// noise that Adam scales up to steps of random sign; it must only stay near zero.
+fn assert_same_params(what: &str, names: &[String], st: &TrainState, one: &TrainState) {
+    for ((name, a), b) in names.iter().zip(&st.params).zip(&one.params) {
         let (a, b) = (a.to_host::<f32>().unwrap(), b.to_host::<f32>().unwrap());
         let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+        if name.ends_with(".k.b") {
+            assert!(scale < 1e-3, "{what}: {name} moved to {scale}");
+            continue;
+        }
         let diff = a
             .iter()
             .zip(&b)
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(
             diff <= 1e-3 * scale.max(1e-3),
-            "{what}: {diff} vs scale {scale}"
+            "{what}: {name} differs by {diff} (scale {scale})"
         );
     }
 }
@@ -132,7 +138,7 @@ fn sharded_encdec_training_matches_one_device() {
         },
     );
     assert_close("data=4", &data4, &one, 1e-4);
-    assert_same_params("data=4", &st, &st1);
+    assert_same_params("data=4", &names, &st, &st1);
     assert_eq!(st.param_bytes_per_device(), replicated);
 
     let (dt, st) = train(
@@ -144,7 +150,7 @@ fn sharded_encdec_training_matches_one_device() {
         },
     );
     assert_close("data=2 x tensor=2", &dt, &one, 1e-4);
-    assert_same_params("data=2 x tensor=2", &st, &st1);
+    assert_same_params("data=2 x tensor=2", &names, &st, &st1);
     // Heads (self- and cross-attention), MLP hidden and vocabulary are split in two;
     // norms and positions stay whole.
     for name in [
