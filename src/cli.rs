@@ -509,8 +509,12 @@ fn train(args: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     let mut summary = summary;
-    if crate::finetune::is_task_model(cfg.model_kind()?) {
-        let scores = crate::finetune::evaluate_run(&client, &out)?;
+    let qa = cfg.model_kind()? == "encdec" && cfg.data.dataset == "squad";
+    if qa || crate::finetune::is_task_model(cfg.model_kind()?) {
+        let scores = match qa {
+            true => crate::generate::squad_scores(&client, &out)?,
+            false => crate::finetune::evaluate_run(&client, &out)?,
+        };
         eprintln!("rxla: {}", serde_json::Value::Object(scores.clone()));
         for (k, v) in scores {
             summary[k] = v;

@@ -312,6 +312,53 @@ pub fn generate_seq2seq(
     Ok(g)
 }
 
+/// SQuAD v1.1 dev EM and F1 (percent) of an encoder-decoder QA run (`data.dataset =
+/// "squad"`): greedy answers, ended by EOS, to the first `data.max_eval_windows` dev
+/// questions, each read from the start of its context; batches of 16 through the KV cache.
+pub fn squad_scores(
+    client: &Client,
+    run: &Path,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    use data::tasks::qa_seq2seq::{source, EOS};
+    let r = Run::load(run)?;
+    let cfg: models::encdec::EncDecConfig = r.config.model_config()?;
+    let dev = crate::registry::qa_dev_questions(&r.config)?;
+    let params = program::DeviceParams::upload_stored(client, &r.stored)?;
+    let batch = dev.len().clamp(1, 16);
+    let mut dec = encdec::CachedEncDec::new(client, &cfg, params, batch)?;
+    let opts = SampleOptions {
+        eos: Some(EOS),
+        ..SampleOptions::greedy(cfg.tgt_len)
+    };
+    let t = std::time::Instant::now();
+    let mut pairs = Vec::with_capacity(dev.len());
+    for chunk in dev.chunks(batch) {
+        let mut srcs: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|q| {
+                source(q, cfg.src_len, 0)
+                    .iter()
+                    .map(|&t| t as u32)
+                    .collect()
+            })
+            .collect();
+        srcs.resize(batch, srcs[0].clone()); // the last batch repeats its first question
+        let g = sample(&mut dec, &srcs, &opts, &mut |_, _, _| {})?;
+        for (q, toks) in chunk.iter().zip(&g.tokens) {
+            let bytes: Vec<u8> = toks.iter().map(|&t| t as u8).collect();
+            let golds = q.answers.iter().map(|a| a.0.clone()).collect();
+            pairs.push((String::from_utf8_lossy(&bytes).into_owned(), golds));
+        }
+    }
+    let (em, f1) = data::tasks::metrics::squad_em_f1(&pairs);
+    let mut out = serde_json::Map::new();
+    out.insert("dev_questions".into(), pairs.len().into());
+    out.insert("dev_exact_match".into(), em.into());
+    out.insert("dev_f1".into(), f1.into());
+    out.insert("dev_answer_s".into(), t.elapsed().as_secs_f64().into());
+    Ok(out)
+}
+
 /// `text` as tokens, with each `<extra_id_K>` (T5's spelling) as the span-corruption sentinel
 /// byte `0xFF - K` (see `data::denoise`).
 fn encode_with_sentinels(r: &Run, text: &str) -> Result<Vec<u32>> {
