@@ -92,8 +92,13 @@ impl Run {
             Vec::new()
         };
         let tok_path = dir.join(data::tokenizer::TOKENIZER_FILE);
-        let tokenizer = Tokenizer::load(&tok_path)
-            .with_context(|| format!("loading {}", tok_path.display()))?;
+        // Generative QA on SQuAD is byte-level and writes no tokenizer file.
+        let qa = config.data.dataset == "squad" && config.model_kind()? == "encdec";
+        let tokenizer = match qa && !tok_path.exists() {
+            true => Tokenizer::Bytes,
+            false => Tokenizer::load(&tok_path)
+                .with_context(|| format!("loading {}", tok_path.display()))?,
+        };
         Ok(Run {
             dir,
             config,
