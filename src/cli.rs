@@ -37,7 +37,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Parameters, FLOPs per step and memory of a config's model.
     Summary(SummaryArgs),
-    /// Sample text from a trained GPT run (KV-cached; sampling or beam search).
+    /// Sample text from a trained GPT run, or transform --input with an encoder-decoder run
+    /// (KV-cached; sampling or beam search).
     Generate(GenerateArgs),
     /// GPT decode tokens/s with the KV cache vs recomputing, and time to first token; JSON.
     BenchGenerate(BenchGenerateArgs),
@@ -508,8 +509,12 @@ fn train(args: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     let mut summary = summary;
-    if crate::finetune::is_task_model(cfg.model_kind()?) {
-        let scores = crate::finetune::evaluate_run(&client, &out)?;
+    let qa = cfg.model_kind()? == "encdec" && cfg.data.dataset == "squad";
+    if qa || crate::finetune::is_task_model(cfg.model_kind()?) {
+        let scores = match qa {
+            true => crate::generate::squad_scores(&client, &out)?,
+            false => crate::finetune::evaluate_run(&client, &out)?,
+        };
         eprintln!("rxla: {}", serde_json::Value::Object(scores.clone()));
         for (k, v) in scores {
             summary[k] = v;
@@ -646,7 +651,15 @@ fn generate_cmd(args: &GenerateArgs) -> Result<()> {
     req.validate()?; // before starting the client: a typo fails at once
     let client = args.device.client()?;
     if let Some(input) = &args.input {
-        let g = crate::generate::generate_seq2seq(&client, &args.run, input, &req.sample)?;
+        let g = crate::generate::generate_seq2seq(&client, &args.run, input, &req)?;
+        if let Some(beam) = args.beam {
+            eprintln!(
+                "rxla: beam {beam}: best of {} tokens in {:.2} s (KV cache)",
+                g.tokens[0].len(),
+                g.decode_s
+            );
+            return Ok(());
+        }
         eprintln!(
             "rxla: {} tokens at {:.0} tokens/s (KV cache)",
             g.tokens[0].len(),

@@ -92,8 +92,13 @@ impl Run {
             Vec::new()
         };
         let tok_path = dir.join(data::tokenizer::TOKENIZER_FILE);
-        let tokenizer = Tokenizer::load(&tok_path)
-            .with_context(|| format!("loading {}", tok_path.display()))?;
+        // Generative QA on SQuAD is byte-level and writes no tokenizer file.
+        let qa = config.data.dataset == "squad" && config.model_kind()? == "encdec";
+        let tokenizer = match qa && !tok_path.exists() {
+            true => Tokenizer::Bytes,
+            false => Tokenizer::load(&tok_path)
+                .with_context(|| format!("loading {}", tok_path.display()))?,
+        };
         Ok(Run {
             dir,
             config,
@@ -254,14 +259,15 @@ pub fn generate_gpt(client: &Client, run: &Path, req: &GenerateRequest) -> Resul
 }
 
 /// `rxla generate --input TEXT` on an encoder-decoder run: encodes the input once and
-/// streams the decoder's output (at most `model.tgt_len` tokens) to stdout.
+/// streams the decoder's output (at most `model.tgt_len` tokens) to stdout, or, with
+/// `--beam K`, prints the best of the beam search's hypotheses.
 pub fn generate_seq2seq(
     client: &Client,
     run: &Path,
     input: &str,
-    opts: &SampleOptions,
+    req: &GenerateRequest,
 ) -> Result<Generation> {
-    opts.validate()?;
+    req.validate()?;
     let r = Run::load(run)?;
     let kind = r.config.model_kind()?;
     if kind != "encdec" {
@@ -273,11 +279,28 @@ pub fn generate_seq2seq(
     let cfg: models::encdec::EncDecConfig = r.config.model_config()?;
     let ids = encode_with_sentinels(&r, input)?;
     let params = program::DeviceParams::upload_stored(client, &r.stored)?;
-    let mut dec = encdec::CachedEncDec::new(client, &cfg, params, 1)?;
     let opts = SampleOptions {
-        max_tokens: opts.max_tokens.min(cfg.tgt_len),
-        ..opts.clone()
+        max_tokens: req.sample.max_tokens.min(cfg.tgt_len),
+        ..req.sample.clone()
     };
+    if let Some(beam) = req.beam {
+        let mut dec = encdec::CachedEncDec::new(client, &cfg, params, beam)?;
+        let t = std::time::Instant::now();
+        let bopts = BeamOptions {
+            max_tokens: opts.max_tokens,
+            ..req.beam_options(beam)
+        };
+        let hyps = beam_search(&mut dec, &ids, &bopts)?;
+        let best = hyps.first().map(|h| h.tokens.clone()).unwrap_or_default();
+        println!("{}", printable(&r.tokenizer.decode(&best)?));
+        return Ok(Generation {
+            tokens: vec![best],
+            decode_s: t.elapsed().as_secs_f64(),
+            decode_tokens: hyps.first().map_or(0, |h| h.tokens.len()) * beam,
+            ..Default::default()
+        });
+    }
+    let mut dec = encdec::CachedEncDec::new(client, &cfg, params, 1)?;
     let mut stream = TextStream::new(&r.tokenizer, std::io::stdout().lock());
     let mut err = None;
     let g = sample(&mut dec, &[ids], &opts, &mut |_, _, chosen| {
@@ -292,6 +315,53 @@ pub fn generate_seq2seq(
     }
     stream.finish()?;
     Ok(g)
+}
+
+/// SQuAD v1.1 dev EM and F1 (percent) of an encoder-decoder QA run (`data.dataset =
+/// "squad"`): greedy answers, ended by EOS, to the first `data.max_eval_windows` dev
+/// questions, each read from the start of its context; batches of 16 through the KV cache.
+pub fn squad_scores(
+    client: &Client,
+    run: &Path,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    use data::tasks::qa_seq2seq::{source, EOS};
+    let r = Run::load(run)?;
+    let cfg: models::encdec::EncDecConfig = r.config.model_config()?;
+    let dev = crate::registry::qa_dev_questions(&r.config)?;
+    let params = program::DeviceParams::upload_stored(client, &r.stored)?;
+    let batch = dev.len().clamp(1, 16);
+    let mut dec = encdec::CachedEncDec::new(client, &cfg, params, batch)?;
+    let opts = SampleOptions {
+        eos: Some(EOS),
+        ..SampleOptions::greedy(cfg.tgt_len)
+    };
+    let t = std::time::Instant::now();
+    let mut pairs = Vec::with_capacity(dev.len());
+    for chunk in dev.chunks(batch) {
+        let mut srcs: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|q| {
+                source(q, cfg.src_len, 0)
+                    .iter()
+                    .map(|&t| t as u32)
+                    .collect()
+            })
+            .collect();
+        srcs.resize(batch, srcs[0].clone()); // the last batch repeats its first question
+        let g = sample(&mut dec, &srcs, &opts, &mut |_, _, _| {})?;
+        for (q, toks) in chunk.iter().zip(&g.tokens) {
+            let bytes: Vec<u8> = toks.iter().map(|&t| t as u8).collect();
+            let golds = q.answers.iter().map(|a| a.0.clone()).collect();
+            pairs.push((String::from_utf8_lossy(&bytes).into_owned(), golds));
+        }
+    }
+    let (em, f1) = data::tasks::metrics::squad_em_f1(&pairs);
+    let mut out = serde_json::Map::new();
+    out.insert("dev_questions".into(), pairs.len().into());
+    out.insert("dev_exact_match".into(), em.into());
+    out.insert("dev_f1".into(), f1.into());
+    out.insert("dev_answer_s".into(), t.elapsed().as_secs_f64().into());
+    Ok(out)
 }
 
 /// `text` as tokens, with each `<extra_id_K>` (T5's spelling) as the span-corruption sentinel

@@ -87,6 +87,9 @@ pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
     if crate::finetune::is_task_model(cfg.model_kind()?) {
         return crate::finetune::data(cfg, dir);
     }
+    if name == "squad" && cfg.model_kind()? == "encdec" {
+        return qa_data(cfg);
+    }
     if crate::finetune::DATASETS.contains(&name.as_str()) {
         bail!(
             "dataset `{name}` is a fine-tuning task: use model.kind = {} (see configs/finetune-*.toml)",
@@ -246,6 +249,34 @@ fn bert_data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
             data.vocab_size()
         );
     }
+    Ok(Box::new(data))
+}
+
+/// How many SQuAD dev questions an encoder-decoder QA run evaluates (`data.max_eval_windows`,
+/// else all 10,570).
+pub fn qa_dev_questions(cfg: &TrainConfig) -> Result<Vec<data::tasks::squad::Question>> {
+    let mut dev = data::tasks::squad::load(data::tasks::Split::Test)?;
+    dev.truncate(cfg.data.max_eval_windows.unwrap_or(dev.len()));
+    Ok(dev)
+}
+
+/// Generative question answering on SQuAD v1.1 for the encoder-decoder, byte-level.
+fn qa_data(cfg: &TrainConfig) -> Result<Box<dyn DataSource>> {
+    let model: models::encdec::EncDecConfig = cfg.model_config()?;
+    if model.vocab_size != 256 || model.pad_id != 0 {
+        bail!(
+            "generative QA on squad is byte-level: set model.vocab_size = 256 and model.pad_id = 0"
+        );
+    }
+    let train = data::tasks::squad::load(data::tasks::Split::Train)?;
+    let data = data::tasks::qa_seq2seq::QaData::new(
+        train,
+        qa_dev_questions(cfg)?,
+        model.src_len,
+        model.tgt_len,
+        cfg.train.batch_size,
+        cfg.seed,
+    )?;
     Ok(Box::new(data))
 }
 

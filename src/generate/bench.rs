@@ -17,9 +17,14 @@ use super::search::{sample, Decoder, SampleOptions};
 
 /// Parameters of `cfg`'s GPT at its initialisation from `seed`.
 pub fn initial_params(cfg: &GptConfig, seed: u64) -> Result<Vec<NamedTensor>> {
-    let mut g = Graph::new("gpt");
+    model_initial_params(&Gpt(cfg.clone()), seed)
+}
+
+/// Parameters of any model at its initialisation from `seed` (one seed per tensor).
+pub fn model_initial_params<M: Model>(model: &M, seed: u64) -> Result<Vec<NamedTensor>> {
+    let mut g = Graph::new("model");
     let mut p = Params::new();
-    Gpt(cfg.clone()).forward(&mut g, &mut p, 1, Mode::Eval)?;
+    model.forward(&mut g, &mut p, 1, Mode::Eval)?;
     Ok(p.specs
         .iter()
         .enumerate()

@@ -4,6 +4,7 @@
 
 pub mod batches;
 pub mod metrics;
+pub mod qa_seq2seq;
 pub mod sentiment;
 pub mod snli;
 pub mod squad;
