@@ -102,6 +102,12 @@ pub fn to_hf(params: &[NamedTensor]) -> Result<Vec<Tensor>> {
 
 /// HF's `config.json` for `cfg` (ours has HF's keys, plus `seq_len`, which HF does not have).
 pub fn hf_config(cfg: &BertConfig, heads: bool) -> Result<serde_json::Value> {
+    if cfg.reversible {
+        bail!(
+            "model.reversible = true has pre-LayerNorm two-stream blocks, which HF's BERT \
+             cannot run: export a model trained with reversible = false"
+        );
+    }
     let mut v = serde_json::to_value(cfg)?;
     let o = v
         .as_object_mut()
