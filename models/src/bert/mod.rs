@@ -530,18 +530,29 @@ mod tests {
         let rev = reversible_gradients(RevStack::Rebuild);
         let plain = reversible_gradients(RevStack::Plain);
         assert_eq!(rev.len(), plain.len());
+        let max = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let global = plain.iter().map(|b| max(b)).fold(0.0, f64::max);
+        let mut zero = 0;
         for (i, (a, b)) in rev.iter().zip(&plain).enumerate() {
-            let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             let diff = a
                 .iter()
                 .zip(b)
                 .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
-            assert!(scale > 0.0, "gradient {i} is all zero");
+            // The key biases' gradient is zero in exact arithmetic (softmax ignores a
+            // per-query constant): compared at the global scale.
+            let scale = max(b);
+            let scale = if scale < 1e-9 * global {
+                zero += 1;
+                global
+            } else {
+                scale
+            };
             assert!(
                 diff <= 1e-9 * scale,
                 "gradient {i}: {diff} at scale {scale}"
             );
         }
+        assert_eq!(zero, 3, "one key bias per block");
     }
 
     #[test]
