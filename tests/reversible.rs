@@ -285,7 +285,7 @@ fn reversible_bert_gradients_equal_the_plain_blocks_within_1e4_relative() {
                 .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
             // Block j's key bias (argument 5 + 16 j + 3) has gradient zero in exact
             // arithmetic (softmax ignores a per-query constant): compared at the global scale.
-            let key_bias = i >= 5 && i < 5 + 3 * 16 && (i - 5) % 16 == 3;
+            let key_bias = (5..5 + 3 * 16).contains(&i) && (i - 5) % 16 == 3;
             let scale = if key_bias { global } else { max(&b.data) };
             assert!(scale > 0.0, "{attention:?} gradient {i} is all zero");
             assert!(
