@@ -102,6 +102,12 @@ pub fn to_hf(params: &[NamedTensor]) -> Result<Vec<Tensor>> {
 
 /// HF's `config.json` for `cfg` (ours has HF's keys, plus `seq_len`, which HF does not have).
 pub fn hf_config(cfg: &BertConfig, heads: bool) -> Result<serde_json::Value> {
+    if cfg.reversible {
+        bail!(
+            "model.reversible = true has pre-LayerNorm two-stream blocks, which HF's BERT \
+             cannot run: export a model trained with reversible = false"
+        );
+    }
     let mut v = serde_json::to_value(cfg)?;
     let o = v
         .as_object_mut()
@@ -280,8 +286,14 @@ mod tests {
         let c = hf_config(&cfg, true).unwrap();
         assert_eq!(c["architectures"][0], "BertForPreTraining");
         assert!(c.get("seq_len").is_none());
+        assert!(c.get("reversible").is_none());
         let back = BertConfig::from_hf_json(&c.to_string(), 4).unwrap();
         assert_eq!(back, cfg);
+        // A reversible BERT has blocks HF cannot run: refused, naming the key.
+        let mut rev = cfg.clone();
+        rev.reversible = true;
+        let e = hf_config(&rev, true).unwrap_err().to_string();
+        assert!(e.contains("model.reversible"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
         // A parameter that is not BERT's is named.
         let bad = NamedTensor {

@@ -31,6 +31,15 @@ pub struct BertConfig {
     /// The attention kernel (ours; `{ kind = "dense" }` by default; see `nn::kernels`).
     #[serde(default)]
     pub attention: nn::AttentionConfig,
+    /// Reversible residual blocks (ours; Reformer): a two-stream stack of pre-LayerNorm
+    /// branches whose backward rebuilds each block's inputs instead of keeping activations.
+    /// Not BERT's post-LayerNorm blocks, so not loadable from or exportable to HF.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reversible: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ use nn::axis::{BATCH, EMBED, NONE, VOCAB};
 use nn::linear::{Linear, LinearW};
 use nn::mlp::{Gelu, Mlp, MlpW};
 use nn::norm::{LayerNorm, LayerNormW};
+use nn::reversible::{Rebind, RevBlocks};
 use nn::{repeated, Dropout, Embedding, Forward, Init, Mode, Model, Params, Weights};
 mod config;
 
@@ -27,6 +28,33 @@ struct Block {
     ln1: LayerNormW,
     mlp: MlpW,
     ln2: LayerNormW,
+}
+
+impl Rebind for Block {
+    fn nodes(&self, out: &mut Vec<NodeId>) {
+        self.attn.nodes(out);
+        self.ln1.nodes(out);
+        self.mlp.nodes(out);
+        self.ln2.nodes(out);
+    }
+    fn rebind(&self, ids: &mut dyn Iterator<Item = NodeId>) -> Self {
+        Block {
+            attn: self.attn.rebind(ids),
+            ln1: self.ln1.rebind(ids),
+            mlp: self.mlp.rebind(ids),
+            ln2: self.ln2.rebind(ids),
+        }
+    }
+}
+
+/// How `model.reversible = true` blocks are differentiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevStack {
+    /// One custom VJP that rebuilds block inputs from outputs (what training uses).
+    Rebuild,
+    /// The same blocks as ordinary ops, every activation kept: the reference the rebuilding
+    /// backward must reproduce.
+    Plain,
 }
 
 /// What the encoder gives its heads.
@@ -118,6 +146,67 @@ impl Bert {
         g.logical_axes(x, &[BATCH, NONE, EMBED])
     }
 
+    /// A reversible stack (`model.reversible = true`): post-LayerNorm blocks normalize the
+    /// residual sum, `LN(x + Attn(x))`, which cannot be solved for `x` from the output, so
+    /// the branches are pre-LayerNorm, `y1 = x1 + drop(Attn(ln1(x2)))`,
+    /// `y2 = x2 + drop(MLP(ln2(y1)))`, as in the Reformer; both streams start at the
+    /// embeddings and `ln_f` normalizes their mean (what post-LN hands the heads).
+    #[allow(clippy::too_many_arguments)]
+    fn reversible_blocks(
+        &self,
+        g: &mut Graph,
+        p: &mut Params,
+        x: NodeId,
+        real: NodeId,
+        seed: Option<NodeId>,
+        stack: RevStack,
+    ) -> graph::Result<NodeId> {
+        let c = &self.0;
+        if p.repeat.0.is_some() {
+            return Err(graph::GraphError::Invalid(
+                "model.reversible = true does not combine with a pipeline (parallel.pipeline)"
+                    .into(),
+            ));
+        }
+        let blocks: Vec<Block> = (0..c.num_hidden_layers)
+            .map(|i| p.scope(&format!("h{i}"), |p| self.declare_block(g, p)))
+            .collect::<graph::Result<_>>()?;
+        // Salts fixed by the block index: the backward's recomputation draws the same masks.
+        let salt_of = |i: usize, branch: u32| ((i as u32 + 1) << 16) | (branch << 12);
+        // extras: [key mask, dropout seed?]
+        let f = |g: &mut Graph, i: usize, b: &Block, ex: &[NodeId], x: NodeId| {
+            let seed = ex.get(1).copied();
+            let salt = &mut salt_of(i, 1);
+            let h = b.ln1.apply(g, x)?;
+            let a = b.attn.apply_masked(g, h, Some(ex[0]), seed, salt)?;
+            self.drop().apply(g, a, seed, salt)
+        };
+        let h = |g: &mut Graph, i: usize, b: &Block, ex: &[NodeId], x: NodeId| {
+            let seed = ex.get(1).copied();
+            let h = b.ln2.apply(g, x)?;
+            let m = b.mlp.apply(g, h)?;
+            self.drop().apply(g, m, seed, &mut salt_of(i, 2))
+        };
+        let rev = RevBlocks {
+            blocks: &blocks,
+            f: &f,
+            g: &h,
+        };
+        let mut extras = vec![real];
+        extras.extend(seed);
+        let (y1, y2) = match stack {
+            RevStack::Rebuild => rev.reversible(g, x, x, &extras)?,
+            RevStack::Plain => rev.plain(g, x, x, &extras)?,
+        };
+        let y = g.add(y1, y2)?;
+        let y = g.mul_scalar(y, 0.5)?;
+        let y = self
+            .norm()
+            .declare(g, p, "ln_f", c.hidden_size as i64)?
+            .apply(g, y)?;
+        g.logical_axes(y, &[BATCH, NONE, EMBED])
+    }
+
     /// The encoder on `tokens`, `segments` (token type ids) and `mask` (1: real token), all
     /// i32 `(B, T)`; `seed` enables dropout.
     pub fn encode(
@@ -128,6 +217,22 @@ impl Bert {
         segments: NodeId,
         mask: NodeId,
         seed: Option<NodeId>,
+    ) -> graph::Result<Encoded> {
+        self.encode_with(g, p, tokens, segments, mask, seed, RevStack::Rebuild)
+    }
+
+    /// [`Bert::encode`], with `stack` choosing how reversible blocks are differentiated
+    /// (ignored unless `model.reversible = true`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_with(
+        &self,
+        g: &mut Graph,
+        p: &mut Params,
+        tokens: NodeId,
+        segments: NodeId,
+        mask: NodeId,
+        seed: Option<NodeId>,
+        stack: RevStack,
     ) -> graph::Result<Encoded> {
         let c = &self.0;
         let d = c.hidden_size as i64;
@@ -155,16 +260,20 @@ impl Bert {
         let x = self.drop().apply(g, x, seed, &mut salt)?;
         let zeros = g.full(0.0, g.ty(mask)?.clone())?;
         let real = g.ne(mask, zeros)?; // (B, T) bool
-                                       // The blocks: each a region (the unit remat recomputes).
-        let hidden = repeated(
-            g,
-            p,
-            "h",
-            c.num_hidden_layers,
-            x,
-            |g, p| self.declare_block(g, p),
-            |g, b, x| self.block(g, b, x, real, seed, &mut salt),
-        )?;
+        let hidden = if c.reversible {
+            self.reversible_blocks(g, p, x, real, seed, stack)?
+        } else {
+            // The blocks: each a region (the unit remat recomputes).
+            repeated(
+                g,
+                p,
+                "h",
+                c.num_hidden_layers,
+                x,
+                |g, p| self.declare_block(g, p),
+                |g, b, x| self.block(g, b, x, real, seed, &mut salt),
+            )?
+        };
         let cls = g.slice_dim(hidden, 1, 0, 1)?;
         let cls = g.reshape(cls, [g.dims(hidden)?[0], d])?; // (B, D)
         let pooler = self.dense(d, &[EMBED, NONE]).declare(g, p, "pooler", d)?;
@@ -359,6 +468,91 @@ mod tests {
         let c = run(&[1, 2, 3, 4], &[1, 1, 1, 1]);
         let d = run(&[1, 2, 3, 0], &[1, 1, 1, 1]);
         assert_ne!(c[..8], d[..8]);
+    }
+
+    /// Gradients of `sum(hidden * r) + sum(pooled * s)` w.r.t. every parameter of a
+    /// 3-block reversible BERT (dropout on, padded keys), rebuilt or plain.
+    fn reversible_gradients(stack: RevStack) -> Vec<Vec<f64>> {
+        let mut c = tiny();
+        c.reversible = true;
+        c.num_hidden_layers = 3;
+        c.hidden_dropout_prob = 0.2;
+        c.attention_probs_dropout_prob = 0.1;
+        let model = Bert(c);
+        let mut g = Graph::new("bert");
+        let mut p = Params::new();
+        let ty = TensorType::new(DType::I32, [2, 4]);
+        let ins: Vec<NodeId> = ["tokens", "segments", "mask"]
+            .iter()
+            .map(|n| g.input(n, ty.clone()).unwrap())
+            .collect();
+        let seed = g.input("seed", TensorType::scalar(DType::U32)).unwrap();
+        let e = model
+            .encode_with(&mut g, &mut p, ins[0], ins[1], ins[2], Some(seed), stack)
+            .unwrap();
+        let mut rng = graph::gradcheck::Lcg::new(2);
+        let mut dot = |g: &mut Graph, y: NodeId| {
+            let dims = g.dims(y).unwrap().to_vec();
+            let n = dims.iter().product::<i64>();
+            let r: Vec<f32> = (0..n).map(|_| rng.next(-1.0, 1.0) as f32).collect();
+            let r = g.constant_f32(dims, r).unwrap();
+            let m = g.mul(y, r).unwrap();
+            g.sum_all(m).unwrap()
+        };
+        let (a, b) = (dot(&mut g, e.hidden), dot(&mut g, e.pooled));
+        let loss = g.add(a, b).unwrap();
+        let wrt = g.parameters();
+        let (mut gg, grads) = graph::autodiff::grad(&g, loss, &wrt).unwrap();
+        gg.set_outputs(&grads).unwrap();
+        graph::verify(&gg).unwrap();
+        let mut args = vec![
+            HostTensor::i32(&[2, 4], &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap(),
+            HostTensor::i32(&[2, 4], &[0, 0, 1, 1, 0, 1, 1, 1]).unwrap(),
+            HostTensor::i32(&[2, 4], &[1, 1, 1, 0, 1, 1, 1, 1]).unwrap(),
+            HostTensor::new(TensorType::scalar(DType::U32), vec![9.0]).unwrap(),
+        ];
+        for s in &p.specs {
+            let v = s.initial_values(3);
+            args.push(
+                HostTensor::new(s.ty.clone(), v.iter().map(|&x| x as f64).collect()).unwrap(),
+            );
+        }
+        assert!(p.specs.iter().any(|s| s.name == "ln_f.g"));
+        eval(&gg, &args)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.data)
+            .collect()
+    }
+
+    #[test]
+    fn reversible_bert_gradients_equal_the_plain_blocks() {
+        let rev = reversible_gradients(RevStack::Rebuild);
+        let plain = reversible_gradients(RevStack::Plain);
+        assert_eq!(rev.len(), plain.len());
+        let max = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let global = plain.iter().map(|b| max(b)).fold(0.0, f64::max);
+        let mut zero = 0;
+        for (i, (a, b)) in rev.iter().zip(&plain).enumerate() {
+            let diff = a
+                .iter()
+                .zip(b)
+                .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+            // The key biases' gradient is zero in exact arithmetic (softmax ignores a
+            // per-query constant): compared at the global scale.
+            let scale = max(b);
+            let scale = if scale < 1e-9 * global {
+                zero += 1;
+                global
+            } else {
+                scale
+            };
+            assert!(
+                diff <= 1e-9 * scale,
+                "gradient {i}: {diff} at scale {scale}"
+            );
+        }
+        assert_eq!(zero, 3, "one key bias per block");
     }
 
     #[test]
