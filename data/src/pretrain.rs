@@ -421,6 +421,27 @@ impl BertPretrainData {
                     .with_context(|| format!("copying {} into {}", src.display(), dir.display()))?;
                 tok
             }
+            // WordPiece training breaks ties between equal counts in hash order, so the same
+            // texts can give another vocabulary: a resumed run reuses the one it started with.
+            &VocabSource::Train { vocab_size } if dst.exists() => {
+                let tok = WordPiece::load(&dst).with_context(|| {
+                    format!(
+                        "{} is damaged: delete it and it is trained again from the corpus (or \
+                         copy the one in the newest checkpoint)",
+                        dst.display()
+                    )
+                })?;
+                // Fewer is a corpus too small for the budget (training stops early).
+                if tok.vocab_size() > vocab_size {
+                    bail!(
+                        "{} holds a WordPiece vocabulary of {} tokens, but the config asks for \
+                         {vocab_size}; use a new run directory or delete that file",
+                        dst.display(),
+                        tok.vocab_size()
+                    );
+                }
+                tok
+            }
             &VocabSource::Train { vocab_size } => {
                 let train = &texts[..texts.len().saturating_sub(val)];
                 let tok = WordPiece::train(train, vocab_size)
@@ -755,6 +776,47 @@ mod tests {
         std::fs::write(d.join("field.jsonl"), "{\"body\": \"x\"}\n").unwrap();
         let field = e(format!("text:{}", p("field.jsonl")));
         assert!(field.contains("line 1: no string field `text`"), "{field}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_trained_vocabulary_is_reused_by_a_resumed_run_and_checked() {
+        let d = std::env::temp_dir().join(format!("rxla-pretrain-vocab-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("corpus")).unwrap();
+        for i in 0..6 {
+            let text: String = (0..40)
+                .map(|j| format!("Speech {i} says thing {} of {}. ", (i * 7 + j) % 13, j))
+                .collect();
+            std::fs::write(d.join(format!("corpus/{i}.txt")), text).unwrap();
+        }
+        let mut opts = PretrainOptions {
+            corpus: format!("text:{}", d.join("corpus").display()),
+            vocab: VocabSource::Train { vocab_size: 120 },
+            val_fraction: 0.3,
+            eval_examples: 8,
+            seq_len: 32,
+            batch: 4,
+            seed: 3,
+        };
+        let run = d.join("run");
+        let first = BertPretrainData::prepare(&opts, &run).unwrap();
+        let saved = std::fs::read(run.join("tokenizer.json")).unwrap();
+        let again = BertPretrainData::prepare(&opts, &run).unwrap();
+        assert_eq!(std::fs::read(run.join("tokenizer.json")).unwrap(), saved);
+        assert_eq!(first.train_examples(5), again.train_examples(5));
+        // This corpus runs out of merges below the budget.
+        let n = first.vocab_size();
+        assert!((60..=120).contains(&n), "{n}");
+        opts.vocab = VocabSource::Train { vocab_size: 50 };
+        let e = format!(
+            "{:#}",
+            BertPretrainData::prepare(&opts, &run).err().unwrap()
+        );
+        assert!(
+            e.contains(&format!("{n} tokens")) && e.contains("asks for 50"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 

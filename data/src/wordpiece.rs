@@ -33,7 +33,8 @@ impl WordPiece {
     /// BERT's normalizer (lowercase, accents stripped, control characters dropped) and
     /// pre-tokenizer (whitespace and punctuation), `##` continuations, the special tokens
     /// `[PAD]` (id 0), `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]` first, and the `[CLS] a [SEP] b
-    /// [SEP]` template; the same texts give the same vocabulary.
+    /// [SEP]` template. Ties between equal pair counts fall in hash order, so training again
+    /// may give another vocabulary: save it and load it back (resume does).
     pub fn train<S: AsRef<str> + Sync>(texts: &[S], vocab_size: usize) -> Result<WordPiece> {
         use tokenizers::decoders::wordpiece::WordPiece as Decoder;
         use tokenizers::models::wordpiece::{WordPiece as Model, WordPieceTrainerBuilder};
@@ -236,12 +237,7 @@ mod tests {
         let the = t.token_id("the").unwrap();
         assert_eq!(e.ids, [cls, the, war, sep, peace, sep]);
         assert_eq!(e.segments, [0, 0, 0, 0, 1, 1]);
-        // The same texts give the same vocabulary; saved and loaded it tokenizes the same.
-        let again = WordPiece::train(&texts, 150).unwrap();
-        assert_eq!(
-            again.ids("treaty powers").unwrap(),
-            t.ids("treaty powers").unwrap()
-        );
+        // Saved and loaded, it tokenizes the same.
         let path = std::env::temp_dir().join(format!("rxla-wp-{}.json", std::process::id()));
         t.save(&path).unwrap();
         let loaded = WordPiece::load(&path).unwrap();
