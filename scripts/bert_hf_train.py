@@ -99,7 +99,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--steps", type=int, help="stop early (default: the config's steps)")
+    ap.add_argument("--compare-only", action="store_true", help="only print the tables")
     a = ap.parse_args()
+    if a.compare_only:
+        rx = read_jsonl(os.path.join(a.rxla_run, "metrics.jsonl"))
+        return compare(rx, read_jsonl(os.path.join(a.dir, "hf_metrics.jsonl")), a.window)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     with open(os.path.join(a.dir, "rxla_config.json")) as f:
@@ -151,6 +155,7 @@ def main():
             rec.update(evaluate(model, t, eval_batch))
             print(json.dumps(rec), flush=True)
         log.write(json.dumps(rec) + "\n")
+        log.flush()  # a partial run still compares (--compare-only)
     wall = time.time() - start
     log.close()
     summary = dict(
