@@ -63,6 +63,10 @@ pub enum Command {
     DistCheck(crate::dist_check::DistCheckArgs),
     /// Compress a trained run (int8 quantization, low rank) and evaluate runs.
     Compress(CompressArgs),
+    /// A BERT config's training batches (steps 0..N), held-out examples and step-0 weights
+    /// (HF layout), for training the same run in another framework.
+    #[command(hide = true)]
+    Batches(crate::batches::BatchesArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -319,6 +323,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Launch(args) => crate::launch::run(&args),
         Command::DistCheck(args) => crate::dist_check::run(&args),
         Command::Compress(args) => crate::compress::run(&args.command, &|| args.device.client()),
+        Command::Batches(args) => crate::batches::run(&args),
     }
 }
 
@@ -376,7 +381,7 @@ fn load_config(args: &ConfigArgs) -> Result<TrainConfig> {
 }
 
 /// Total optimizer steps of a run.
-fn total_steps(cfg: &TrainConfig, steps_per_epoch: usize) -> Result<usize> {
+pub(crate) fn total_steps(cfg: &TrainConfig, steps_per_epoch: usize) -> Result<usize> {
     if cfg.train.batch_size == 0 {
         bail!("config key `train.batch_size` must be at least 1");
     }
@@ -520,6 +525,27 @@ fn train(args: &TrainArgs) -> Result<()> {
             summary[k] = v;
         }
         files::write_json_atomic(&out.join("summary.json"), &summary)?;
+    }
+    let baselines = data.eval_baselines();
+    if !baselines.is_empty() {
+        for (k, v) in &baselines {
+            summary[k.as_str()] = serde_json::json!(v);
+        }
+        files::write_json_atomic(&out.join("summary.json"), &summary)?;
+    }
+    if let Some(u) = summary
+        .get("eval_mlm_unigram_accuracy")
+        .and_then(|v| v.as_f64())
+    {
+        let f = |k: &str| summary.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        eprintln!(
+            "rxla: held out: MLM accuracy {:.4} (unigram baseline {u:.4}), MLM loss {:.4} \
+             (unigram {:.4}), NSP accuracy {:.4}",
+            f("eval_mlm_accuracy"),
+            f("eval_mlm_loss"),
+            f("eval_mlm_unigram_loss"),
+            f("eval_nsp_accuracy"),
+        );
     }
     if let Some(bpb) = summary.get("eval_bits_per_byte").and_then(|v| v.as_f64()) {
         eprintln!("rxla: validation bits per byte {bpb:.4}");

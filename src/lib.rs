@@ -2,6 +2,7 @@
 //! registry, the CLI, bench, summary, generation, and the Keras-style API.
 
 mod alloc;
+pub mod batches;
 pub mod bench;
 pub mod cache_cmd;
 pub mod cli;

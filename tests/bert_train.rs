@@ -1,5 +1,6 @@
-//! `rxla train` on configs/bert-mlm-nsp.toml end to end (sotu, MiniLM's WordPiece): MLM and
-//! NSP metrics on held-out documents in metrics.jsonl, and exact resume with dropout on.
+//! `rxla train` on configs/bert-mlm-nsp.toml end to end (sotu, a WordPiece vocabulary trained
+//! on the training speeches): MLM and NSP metrics on held-out documents in metrics.jsonl, the
+//! unigram baseline in summary.json, and exact resume with dropout on.
 
 mod common;
 use common::{err, metric_rows, rxla_err, rxla_ok, tmp_dir, train, train_ok};
@@ -24,6 +25,10 @@ const SETS: &[&str] = &[
     "schedule.warmup_steps=10",
     "--set",
     "schedule.decay_steps=50",
+    "--set",
+    "model.hidden_dropout_prob=0.1",
+    "--set",
+    "model.attention_probs_dropout_prob=0.1",
 ];
 
 fn run(out: &std::path::Path, steps: usize, resume: bool) {
@@ -62,8 +67,29 @@ fn bert_pretrains_with_mlm_and_nsp_metrics_and_resumes_exactly() {
             assert!((0.0..=1.0).contains(&v), "{k} at step {step}: {r}");
         }
     }
-    // Held-out MLM loss falls from the uniform guess ln(30522) = 10.3.
-    assert!(rows[49]["eval_mlm_loss"].as_f64().unwrap() < 9.0);
+    // Held-out MLM loss falls from the uniform guess ln(4096) = 8.3.
+    assert!(rows[49]["eval_mlm_loss"].as_f64().unwrap() < 7.5);
+    // The unigram baseline on the same held-out positions, next to the model's metrics.
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("summary.json")).unwrap()).unwrap();
+    let (acc, loss) = (
+        summary["eval_mlm_unigram_accuracy"].as_f64().unwrap(),
+        summary["eval_mlm_unigram_loss"].as_f64().unwrap(),
+    );
+    // The most frequent piece ("the") is a few percent of the masked tokens; a unigram model
+    // is well below the uniform guess.
+    assert!((0.01..0.2).contains(&acc), "unigram accuracy {acc}");
+    assert!(
+        loss > 4.0 && loss < (4096f64).ln() - 0.5,
+        "unigram loss {loss}"
+    );
+    assert_eq!(summary["eval_mlm_accuracy"], rows[49]["eval_mlm_accuracy"]);
+    let tok = data::wordpiece::WordPiece::load(&a.join("tokenizer.json")).unwrap();
+    assert_eq!(
+        tok.vocab_size(),
+        4096,
+        "the trained vocabulary has the configured size"
+    );
     assert!(a.join("checkpoints/step-00000050/tokenizer.json").is_file());
     export_and_embed(&a, &root);
 
@@ -122,7 +148,7 @@ fn bad_bert_data_configs_are_clear_errors() {
         &["--set", "model.vocab_size=1000"],
     ));
     assert!(
-        e.contains("model.vocab_size") && e.contains("1000") && e.contains("30522"),
+        e.contains("model.vocab_size") && e.contains("1000") && e.contains("4096"),
         "{e}"
     );
     let e = err(&train(
@@ -140,4 +166,82 @@ fn bad_bert_data_configs_are_clear_errors() {
         ],
     ));
     assert!(e.contains("data.tokenizer"), "{e}");
+}
+
+/// `rxla batches` (hidden): the batches of steps 0..N and the held-out examples as
+/// safetensors, and the step-0 weights in HF layout, which rxla's HF loader takes back.
+#[test]
+fn batches_writes_steps_eval_examples_and_the_init_in_hf_layout() {
+    let root = tmp_dir("bert-batches");
+    let out = root.join("b");
+    let o = out.to_str().unwrap();
+    let sets = [
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "data.max_eval_windows=10",
+    ];
+    let args = [
+        &["batches", "--config", CONFIG, "--steps", "3", "--out", o][..],
+        &sets,
+    ]
+    .concat();
+    rxla_ok(&args);
+    let bytes = std::fs::read(out.join("batches.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ints = |n: &str| -> (Vec<usize>, Vec<i32>) {
+        let t = st.tensor(n).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::I32, "{n}");
+        let v = t
+            .data()
+            .chunks(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        (t.shape().to_vec(), v)
+    };
+    for k in ["tokens", "segments", "mask", "mlm_labels"] {
+        assert_eq!(ints(&format!("train.{k}")).0, [3, 4, 128], "{k}");
+        assert_eq!(ints(&format!("eval.{k}")).0, [10, 128], "{k}");
+    }
+    assert_eq!(ints("train.nsp_labels").0, [3, 4]);
+    let (_, nsp) = ints("eval.nsp_labels");
+    assert!(nsp.iter().all(|&l| l == 0 || l == 1), "{nsp:?}");
+    // MLM targets only where the mask is on, the rest ignored (-100).
+    let (_, labels) = ints("train.mlm_labels");
+    let (_, mask) = ints("train.mask");
+    let (_, tokens) = ints("train.tokens");
+    let targets = labels.iter().filter(|&&l| l != -100).count();
+    assert!(targets > 3 * 4 * 5, "{targets} MLM targets in 12 rows");
+    assert!(labels.iter().zip(&mask).all(|(&l, &m)| l == -100 || m == 1));
+    assert!(tokens.iter().all(|&t| (0..4096).contains(&t)));
+    // Different steps, different batches.
+    assert_ne!(tokens[..512], tokens[512..1024]);
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("rxla_config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["train"]["steps"], 400);
+    assert_eq!(cfg["model"]["vocab_size"], 4096);
+    let init = out.join("init");
+    let hf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(init.join("config.json")).unwrap()).unwrap();
+    assert_eq!(hf["architectures"][0], "BertForPreTraining");
+    let e = rxla_ok(&[
+        "embed",
+        "--pretrained",
+        init.to_str().unwrap(),
+        "--text",
+        "The Union is strong.",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&e.stdout).lines().count(), 1);
+    let again = rxla_err(&args);
+    assert!(again.contains("already exists"), "{again}");
+    let gpt = rxla_err(&[
+        "batches",
+        "--config",
+        "configs/gpt-tiny.toml",
+        "--steps",
+        "1",
+        "--out",
+        root.join("g").to_str().unwrap(),
+    ]);
+    assert!(gpt.contains("BERT") && gpt.contains("gpt"), "{gpt}");
 }

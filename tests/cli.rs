@@ -326,21 +326,21 @@ fn early_stopping_and_tensorboard_from_the_config() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `kind = "bert"` is registered: the config's summary counts BERT's parameters (4 × 256,
-/// the MiniLM vocabulary) and bench runs its MLM + NSP train step.
+/// `kind = "bert"` is registered: the config's summary counts BERT's parameters (4 × 128,
+/// a 4096-token vocabulary) and bench runs its MLM + NSP train step.
 #[test]
 fn summary_and_bench_report_bert() {
     let cfg = "configs/bert-mlm-nsp.toml";
     let o = rxla(&["summary", "--config", cfg, "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    // embeddings 7_945_728 + 4 blocks × 789_760 + pooler/MLM/NSP heads 163_132
-    assert_eq!(s["total_parameters"], 11_267_900);
+    // embeddings 541_184 + 4 blocks × 198_272 + pooler/MLM/NSP heads 37_634
+    assert_eq!(s["total_parameters"], 1_371_906);
     let o = rxla(&["summary", "--config", cfg]);
     let table = String::from_utf8(o.stdout).unwrap();
     assert!(
         table.contains("h3.attn.q.w")
-            && table.contains("(256, 4, 64)")
+            && table.contains("(128, 2, 64)")
             && table.contains("mlm.bias"),
         "{table}"
     );

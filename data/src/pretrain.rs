@@ -187,6 +187,56 @@ impl PairSampler {
     }
 }
 
+/// MLM scores of a unigram model on held-out examples: the token frequencies of the training
+/// documents (add-one smoothed over the non-special vocabulary, so unseen tokens keep a finite
+/// loss), predicting the most frequent token everywhere. Averaged as the model's eval metrics
+/// are: per example over its masked positions (0 with none), then over examples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnigramBaseline {
+    pub accuracy: f64,
+    /// Mean cross-entropy (nats) of the masked tokens.
+    pub loss: f64,
+}
+
+impl UnigramBaseline {
+    pub fn new(train: &[Document], specials: Specials, eval: &[Example]) -> UnigramBaseline {
+        let v = specials.vocab_size as usize;
+        let mut counts = vec![0u64; v];
+        for &t in train.iter().flatten().flatten() {
+            if (t as usize) < v {
+                counts[t as usize] += 1;
+            }
+        }
+        let candidates: Vec<usize> = (0..v).filter(|&t| !specials.is_special(t as u32)).collect();
+        let total: u64 = candidates.iter().map(|&t| counts[t]).sum();
+        let denom = (total + candidates.len() as u64) as f64;
+        // Ties go to the lowest id, as argmax does.
+        let top = candidates
+            .iter()
+            .copied()
+            .max_by(|&a, &b| counts[a].cmp(&counts[b]).then(b.cmp(&a)))
+            .unwrap_or(0);
+        let nll = |t: usize| -(((counts.get(t).copied().unwrap_or(0) + 1) as f64) / denom).ln();
+        let (mut acc, mut loss) = (0.0, 0.0);
+        for e in eval {
+            let labels: Vec<usize> = e
+                .mlm_labels
+                .iter()
+                .filter(|&&l| l != IGNORE)
+                .map(|&l| l as usize)
+                .collect();
+            let n = labels.len().max(1) as f64;
+            acc += labels.iter().filter(|&&l| l == top).count() as f64 / n;
+            loss += labels.iter().map(|&l| nll(l)).sum::<f64>() / n;
+        }
+        let m = eval.len().max(1) as f64;
+        UnigramBaseline {
+            accuracy: acc / m,
+            loss: loss / m,
+        }
+    }
+}
+
 /// Stream key of example `row` of `step` (`split` 0 train, 1 eval).
 fn key(seed: u64, split: u64, step: u64, row: u64) -> [u8; 32] {
     let mut k = [0u8; 32];
@@ -371,6 +421,27 @@ impl BertPretrainData {
                     .with_context(|| format!("copying {} into {}", src.display(), dir.display()))?;
                 tok
             }
+            // WordPiece training breaks ties between equal counts in hash order, so the same
+            // texts can give another vocabulary: a resumed run reuses the one it started with.
+            &VocabSource::Train { vocab_size } if dst.exists() => {
+                let tok = WordPiece::load(&dst).with_context(|| {
+                    format!(
+                        "{} is damaged: delete it and it is trained again from the corpus (or \
+                         copy the one in the newest checkpoint)",
+                        dst.display()
+                    )
+                })?;
+                // Fewer is a corpus too small for the budget (training stops early).
+                if tok.vocab_size() > vocab_size {
+                    bail!(
+                        "{} holds a WordPiece vocabulary of {} tokens, but the config asks for \
+                         {vocab_size}; use a new run directory or delete that file",
+                        dst.display(),
+                        tok.vocab_size()
+                    );
+                }
+                tok
+            }
             &VocabSource::Train { vocab_size } => {
                 let train = &texts[..texts.len().saturating_sub(val)];
                 let tok = WordPiece::train(train, vocab_size)
@@ -408,6 +479,18 @@ impl BertPretrainData {
         self.train.seq_len
     }
 
+    /// The held-out examples every evaluation scores.
+    pub fn eval_examples(&self) -> Vec<Example> {
+        (0..self.eval_examples)
+            .map(|r| self.eval.example(key(0, 1, 0, r as u64)))
+            .collect()
+    }
+
+    /// The unigram MLM baseline on [`Self::eval_examples`].
+    pub fn unigram_baseline(&self) -> UnigramBaseline {
+        UnigramBaseline::new(&self.train.docs, self.train.specials, &self.eval_examples())
+    }
+
     pub fn train_examples(&self, step: usize) -> Vec<Example> {
         (0..self.batch)
             .map(|r| self.train.example(key(self.seed, 0, step as u64, r as u64)))
@@ -429,6 +512,14 @@ impl DataSource for BertPretrainData {
         Ok(to_inputs(&self.train_examples(step), self.seq_len()))
     }
 
+    fn eval_baselines(&self) -> Vec<(String, f64)> {
+        let u = self.unigram_baseline();
+        vec![
+            ("eval_mlm_unigram_accuracy".into(), u.accuracy),
+            ("eval_mlm_unigram_loss".into(), u.loss),
+        ]
+    }
+
     /// Every example is its own (seed, step, row) stream: build only these rows.
     fn train_rows(&mut self, step: usize, rows: std::ops::Range<usize>) -> Result<Vec<HostArray>> {
         if rows.end > self.batch {
@@ -442,9 +533,7 @@ impl DataSource for BertPretrainData {
 
     /// A fixed set of held-out examples (seed-independent, so runs compare).
     fn eval_batches(&self, batch: usize) -> Result<Vec<(Vec<HostArray>, usize)>> {
-        let all: Vec<Example> = (0..self.eval_examples)
-            .map(|r| self.eval.example(key(0, 1, 0, r as u64)))
-            .collect();
+        let all = self.eval_examples();
         Ok(all
             .chunks(batch)
             .map(|c| {
@@ -606,6 +695,129 @@ mod tests {
             (share(kept, chosen) - 0.1).abs() < 0.015,
             "kept {kept}/{chosen}"
         );
+    }
+
+    #[test]
+    fn unigram_baseline_counts_training_tokens_and_averages_like_eval() {
+        let sp = Specials {
+            vocab_size: 8,
+            ..SP
+        };
+        // Counts over the non-special ids 4..8: 4 ×3, 5 ×1, 6 and 7 never (smoothed to 1).
+        // The special ids 1 and 2 in the documents are not counted.
+        let train: Vec<Document> = vec![vec![vec![4, 4, 1], vec![4]], vec![vec![5, 2]]];
+        let ex = |labels: &[i32]| {
+            let mut l = vec![IGNORE; 4];
+            l[..labels.len()].copy_from_slice(labels);
+            Example {
+                tokens: vec![3; 4],
+                segments: vec![0; 4],
+                mask: vec![1; 4],
+                mlm_labels: l,
+                nsp_label: 0,
+            }
+        };
+        let eval = [ex(&[4, 5]), ex(&[6]), ex(&[])];
+        let u = UnigramBaseline::new(&train, sp, &eval);
+        // p = (count + 1) / (4 + 4): p(4) = 1/2, p(5) = 1/4, p(6) = 1/8; the guess is 4.
+        assert!((u.accuracy - 0.5 / 3.0).abs() < 1e-12, "{u:?}");
+        let ln2 = std::f64::consts::LN_2;
+        let want = ((ln2 + 2.0 * ln2) / 2.0 + 3.0 * ln2 + 0.0) / 3.0;
+        assert!((u.loss - want).abs() < 1e-12, "{u:?}");
+        // No held-out examples: zeros, not NaN.
+        let none = UnigramBaseline::new(&train, sp, &[]);
+        assert_eq!((none.accuracy, none.loss), (0.0, 0.0));
+    }
+
+    #[test]
+    fn text_corpora_read_files_jsonl_and_directories_and_name_bad_paths() {
+        let d = std::env::temp_dir().join(format!("rxla-pretrain-text-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("dir")).unwrap();
+        std::fs::create_dir_all(d.join("empty")).unwrap();
+        std::fs::write(d.join("a.txt"), "First doc. Two sentences.").unwrap();
+        std::fs::write(d.join("dir/b.txt"), "Second doc.").unwrap();
+        std::fs::write(
+            d.join("dir/c.jsonl"),
+            "{\"text\": \"Third.\"}\n\n{\"text\": \"Fourth.\", \"id\": 4}\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("dir/ignored.md"), "not read").unwrap();
+        let p = |f: &str| d.join(f).display().to_string();
+        let got = documents(&format!("text:{}, {}", p("a.txt"), p("dir"))).unwrap();
+        assert_eq!(
+            got,
+            [
+                "First doc. Two sentences.",
+                "Second doc.",
+                "Third.",
+                "Fourth."
+            ]
+        );
+
+        let e = |spec: String| format!("{:#}", documents(&spec).unwrap_err());
+        let missing = e(format!("text:{}", p("nope.txt")));
+        assert!(
+            missing.contains("nope.txt") && missing.contains("does not exist"),
+            "{missing}"
+        );
+        let empty = e(format!("text:{}", p("empty")));
+        assert!(empty.contains("holds no *.txt or *.jsonl"), "{empty}");
+        assert!(e("text:".into()).contains("names no documents"));
+        std::fs::write(d.join("bin.txt"), [b'o', b'k', 0xff, 0xfe]).unwrap();
+        let bin = e(format!("text:{}", p("bin.txt")));
+        assert!(
+            bin.contains("bin.txt") && bin.contains("not UTF-8 text (byte 2)"),
+            "{bin}"
+        );
+        std::fs::write(d.join("bad.jsonl"), "{\"text\": \"ok\"}\n{oops\n").unwrap();
+        let bad = e(format!("text:{}", p("bad.jsonl")));
+        assert!(bad.contains("bad.jsonl line 2: not JSON"), "{bad}");
+        std::fs::write(d.join("field.jsonl"), "{\"body\": \"x\"}\n").unwrap();
+        let field = e(format!("text:{}", p("field.jsonl")));
+        assert!(field.contains("line 1: no string field `text`"), "{field}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_trained_vocabulary_is_reused_by_a_resumed_run_and_checked() {
+        let d = std::env::temp_dir().join(format!("rxla-pretrain-vocab-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("corpus")).unwrap();
+        for i in 0..6 {
+            let text: String = (0..40)
+                .map(|j| format!("Speech {i} says thing {} of {}. ", (i * 7 + j) % 13, j))
+                .collect();
+            std::fs::write(d.join(format!("corpus/{i}.txt")), text).unwrap();
+        }
+        let mut opts = PretrainOptions {
+            corpus: format!("text:{}", d.join("corpus").display()),
+            vocab: VocabSource::Train { vocab_size: 120 },
+            val_fraction: 0.3,
+            eval_examples: 8,
+            seq_len: 32,
+            batch: 4,
+            seed: 3,
+        };
+        let run = d.join("run");
+        let first = BertPretrainData::prepare(&opts, &run).unwrap();
+        let saved = std::fs::read(run.join("tokenizer.json")).unwrap();
+        let again = BertPretrainData::prepare(&opts, &run).unwrap();
+        assert_eq!(std::fs::read(run.join("tokenizer.json")).unwrap(), saved);
+        assert_eq!(first.train_examples(5), again.train_examples(5));
+        // This corpus runs out of merges below the budget.
+        let n = first.vocab_size();
+        assert!((60..=120).contains(&n), "{n}");
+        opts.vocab = VocabSource::Train { vocab_size: 50 };
+        let e = format!(
+            "{:#}",
+            BertPretrainData::prepare(&opts, &run).err().unwrap()
+        );
+        assert!(
+            e.contains(&format!("{n} tokens")) && e.contains("asks for 50"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

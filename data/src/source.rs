@@ -32,4 +32,9 @@ pub trait DataSource {
     fn eval_bytes_per_token(&self) -> Option<f64> {
         None
     }
+    /// Reference scores of a trivial model on the same held-out examples (e.g. BERT's
+    /// unigram MLM baseline), as `(summary key, value)`.
+    fn eval_baselines(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 }

@@ -33,7 +33,8 @@ impl WordPiece {
     /// BERT's normalizer (lowercase, accents stripped, control characters dropped) and
     /// pre-tokenizer (whitespace and punctuation), `##` continuations, the special tokens
     /// `[PAD]` (id 0), `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]` first, and the `[CLS] a [SEP] b
-    /// [SEP]` template; the same texts give the same vocabulary.
+    /// [SEP]` template. Ties between equal pair counts fall in hash order, so training again
+    /// may give another vocabulary: save it and load it back (resume does).
     pub fn train<S: AsRef<str> + Sync>(texts: &[S], vocab_size: usize) -> Result<WordPiece> {
         use tokenizers::decoders::wordpiece::WordPiece as Decoder;
         use tokenizers::models::wordpiece::{WordPiece as Model, WordPieceTrainerBuilder};
@@ -150,5 +151,118 @@ impl WordPiece {
         self.inner
             .token_to_id(token)
             .ok_or_else(|| anyhow!("the tokenizer has no `{token}` token"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A few hundred distinct words, each often enough to become a whole-word piece.
+    fn corpus() -> Vec<String> {
+        let words = [
+            "the",
+            "nation",
+            "congress",
+            "people",
+            "government",
+            "states",
+            "united",
+            "peace",
+            "war",
+            "treaty",
+            "trade",
+            "army",
+            "navy",
+            "law",
+            "duty",
+            "power",
+            "union",
+        ];
+        (0..40)
+            .map(|i| {
+                let mut s = String::new();
+                // Each document a different order, with inflections and punctuation.
+                for j in 0..words.len() {
+                    let w = words[(j * 7 + i) % words.len()];
+                    s.push_str(&format!("{w} {w}s {w}ed, "));
+                }
+                s.push_str(&format!("The Year {}. ", 1790 + i));
+                s
+            })
+            .collect()
+    }
+
+    fn pieces(t: &WordPiece, text: &str) -> Vec<String> {
+        t.ids(text)
+            .unwrap()
+            .iter()
+            .map(|&i| t.inner.id_to_token(i).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn trained_vocabulary_has_its_size_specials_and_whole_known_words() {
+        let texts = corpus();
+        let t = WordPiece::train(&texts, 150).unwrap();
+        assert_eq!(t.vocab_size(), 150, "vocab_size is the size trained to");
+        for (i, s) in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(t.token_id(s).unwrap(), i as u32, "{s} at id {i}");
+        }
+        // Frequent words are single pieces; lowercased, punctuation split off.
+        assert_eq!(
+            pieces(&t, "The Nation, peace."),
+            ["the", "nation", ",", "peace", "."]
+        );
+        // A word never seen whole falls back to ## continuation pieces of known characters.
+        let p = pieces(&t, "gravity");
+        assert!(
+            p.len() > 1 && p[1..].iter().all(|x| x.starts_with("##")),
+            "{p:?}"
+        );
+        assert!(!t
+            .ids("gravity")
+            .unwrap()
+            .contains(&t.token_id("[UNK]").unwrap()));
+        // A character outside the corpus is [UNK].
+        assert_eq!(pieces(&t, "€"), ["[UNK]"]);
+        // Pairs follow BERT's template.
+        let e = t.encode("the war", Some("peace")).unwrap();
+        let (cls, sep) = (t.token_id("[CLS]").unwrap(), t.token_id("[SEP]").unwrap());
+        let war = t.token_id("war").unwrap();
+        let peace = t.token_id("peace").unwrap();
+        let the = t.token_id("the").unwrap();
+        assert_eq!(e.ids, [cls, the, war, sep, peace, sep]);
+        assert_eq!(e.segments, [0, 0, 0, 0, 1, 1]);
+        // Saved and loaded, it tokenizes the same.
+        let path = std::env::temp_dir().join(format!("rxla-wp-{}.json", std::process::id()));
+        t.save(&path).unwrap();
+        let loaded = WordPiece::load(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(loaded.vocab_size(), 150);
+        assert_eq!(loaded.encode("the war", Some("peace")).unwrap(), e);
+        // A larger budget keeps more whole words; it never exceeds what was asked.
+        let big = WordPiece::train(&texts, 400).unwrap();
+        assert!(
+            big.vocab_size() <= 400 && big.vocab_size() > 150,
+            "{}",
+            big.vocab_size()
+        );
+    }
+
+    #[test]
+    fn too_small_a_vocabulary_is_a_clear_error() {
+        let e = WordPiece::train(&corpus(), 50).err().unwrap().to_string();
+        assert!(
+            e.contains("vocab_size 50") && e.contains("1000 or more"),
+            "{e}"
+        );
+        let e = WordPiece::load(Path::new("/no/such/tokenizer.json"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("/no/such/tokenizer.json"), "{e}");
     }
 }

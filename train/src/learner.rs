@@ -936,7 +936,11 @@ pub fn train<'a>(
     let last_eval = records
         .iter()
         .rev()
-        .find(|r| r.get("eval_loss").is_some())
+        // Any eval record: BERT's carries eval_mlm_loss and eval_nsp_loss, no eval_loss.
+        .find(|r| {
+            r.as_object()
+                .is_some_and(|o| o.keys().any(|k| k.starts_with("eval_")))
+        })
         .cloned()
         .unwrap_or(json!({}));
     let mut summary = json!({
