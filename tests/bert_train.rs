@@ -93,11 +93,15 @@ fn bert_pretrains_with_mlm_and_nsp_metrics_and_resumes_exactly() {
     assert!(a.join("checkpoints/step-00000050/tokenizer.json").is_file());
     export_and_embed(&a, &root);
 
+    // WordPiece training breaks ties in hash order: two fresh runs may get different
+    // vocabularies, so b starts from a's (a run reuses the tokenizer.json in its directory).
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::copy(a.join("tokenizer.json"), b.join("tokenizer.json")).unwrap();
     run(&b, 25, false);
     run(&b, 50, true);
     let lb = losses(&metric_rows(&b));
     assert_eq!(lb.len(), 50, "resumed metrics continue the file");
-    for s in 25..50 {
+    for s in 0..50 {
         assert_eq!(la[s], lb[s], "step {}: uninterrupted vs resumed", s + 1);
     }
 }
@@ -120,7 +124,7 @@ fn export_and_embed(run: &std::path::Path, root: &std::path::Path) {
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["architectures"][0], "BertForPreTraining");
-    assert_eq!(cfg["hidden_size"], 256);
+    assert_eq!(cfg["hidden_size"], 128);
     let texts = ["--text", "The Congress shall assemble.", "--text", "a b"];
     let from_run = rxla_ok(&[&["embed", "--run", r][..], &texts[..]].concat());
     let from_hf = rxla_ok(&[&["embed", "--pretrained", h][..], &texts[..]].concat());
@@ -218,7 +222,7 @@ fn batches_writes_steps_eval_examples_and_the_init_in_hf_layout() {
     assert_ne!(tokens[..512], tokens[512..1024]);
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("rxla_config.json")).unwrap()).unwrap();
-    assert_eq!(cfg["train"]["steps"], 400);
+    assert_eq!(cfg["train"]["steps"], 500);
     assert_eq!(cfg["model"]["vocab_size"], 4096);
     let init = out.join("init");
     let hf: serde_json::Value =
