@@ -12,7 +12,7 @@ use clap::Args;
 use data::host::HostArray;
 use train::tensor::{NamedTensor, Tensor, TensorData};
 
-use crate::cli::ConfigArgs;
+use crate::config::ConfigArgs;
 
 /// The model inputs the batches hold, in the BERT model's input order.
 pub const BERT_INPUTS: [&str; 5] = ["tokens", "segments", "mask", "mlm_labels", "nsp_labels"];
@@ -62,7 +62,7 @@ pub fn run(args: &BatchesArgs) -> Result<()> {
     // The resolved config (model.vocab_size filled in) and the run's total steps, which the
     // schedule spans.
     let mut cfg_json = serde_json::to_value(&cfg)?;
-    let total = crate::cli::total_steps(&cfg, data.steps_per_epoch())?;
+    let total = crate::config::total_steps(&cfg, data.steps_per_epoch())?;
     cfg_json["train"]["steps"] = serde_json::json!(total);
     files::write_json_atomic(&out.join("rxla_config.json"), &cfg_json)?;
     let mut tensors = stack("train", &train, true)?;

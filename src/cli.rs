@@ -1,5 +1,7 @@
 //! The `rxla` command line.
 
+use crate::config::total_steps;
+pub use crate::config::{ConfigArgs, DEFAULT_CONFIG};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -199,17 +201,6 @@ pub struct BenchArgs {
     pub device: DeviceArgs,
 }
 
-/// A config file and overrides.
-#[derive(Args, Debug, Clone)]
-pub struct ConfigArgs {
-    /// TOML config file.
-    #[arg(long, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
-    /// Override a config key: `--set optimizer.lr=3e-3` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -228,8 +219,6 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
 }
-
-pub const DEFAULT_CONFIG: &str = "configs/gpt-tiny.toml";
 
 /// Where to run: backend, virtual CPU devices, plugin verbosity.
 #[derive(Args, Debug, Clone)]
@@ -378,18 +367,6 @@ fn memory_line(m: &runtime::DeviceMemoryStats) -> String {
 
 fn load_config(args: &ConfigArgs) -> Result<TrainConfig> {
     TrainConfig::load(&args.config, &args.sets)
-}
-
-/// Total optimizer steps of a run.
-pub(crate) fn total_steps(cfg: &TrainConfig, steps_per_epoch: usize) -> Result<usize> {
-    if cfg.train.batch_size == 0 {
-        bail!("config key `train.batch_size` must be at least 1");
-    }
-    match (cfg.train.steps, cfg.train.epochs) {
-        (Some(s), _) if s > 0 => Ok(s),
-        (None, Some(e)) if e > 0 => Ok(e * steps_per_epoch),
-        _ => bail!("set `train.steps` or `train.epochs` to a positive number"),
-    }
 }
 
 fn optimizer(cfg: &TrainConfig, steps: usize) -> Result<Optimizer> {

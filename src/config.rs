@@ -4,7 +4,7 @@
 //! `[model]` table is kept raw here and parsed by the model it names, so each model owns its
 //! own config struct.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
@@ -467,5 +467,31 @@ lr = 0.001
         apply_set(&mut t, "a=1").unwrap();
         let err = apply_set(&mut t, "a.b=2").unwrap_err().to_string();
         assert!(err.contains("`a` is a value"), "{err}");
+    }
+}
+
+/// The default config of `rxla train` and friends: the README's main job.
+pub const DEFAULT_CONFIG: &str = "configs/gpt-tiny.toml";
+
+/// A config file and overrides.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// TOML config file.
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Override a config key: `--set optimizer.lr=3e-3` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// Total optimizer steps of a run.
+pub fn total_steps(cfg: &TrainConfig, steps_per_epoch: usize) -> Result<usize> {
+    if cfg.train.batch_size == 0 {
+        bail!("config key `train.batch_size` must be at least 1");
+    }
+    match (cfg.train.steps, cfg.train.epochs) {
+        (Some(s), _) if s > 0 => Ok(s),
+        (None, Some(e)) if e > 0 => Ok(e * steps_per_epoch),
+        _ => bail!("set `train.steps` or `train.epochs` to a positive number"),
     }
 }
