@@ -10,8 +10,10 @@
 //! from it ([`copy_into`]). The inner model never knows.
 
 use graph::passes::lowrank::{factor_args, factorable, Factor};
-use graph::passes::quantize::{output_channel_axes, scale_dims};
-use graph::{CompareDir, DType, Graph, GraphError, NodeId, TensorType};
+use graph::passes::quantize::{
+    output_channel_axes, round_half_away, scale_dims, symmetric_scale, QMAX,
+};
+use graph::{DType, Graph, GraphError, NodeId, TensorType};
 use nn::{Forward, Init, Mode, Model, ParamSpec, Params};
 use serde::{Deserialize, Serialize};
 
@@ -188,30 +190,17 @@ pub fn fake_quant(g: &mut Graph, w: NodeId, channel_axes: &[usize]) -> graph::Re
     let reduced: Vec<usize> = (0..dims.len())
         .filter(|a| !channel_axes.contains(a))
         .collect();
-    let a = g.abs(w)?;
-    let amax = g.reduce_max(a, &reduced)?; // (channels..)
-    let s = g.mul_scalar(amax, 1.0 / crate::compress::quantize::QMAX)?;
+    let (s, is_zero) = symmetric_scale(g, w, &reduced)?; // (channels..)
     let s = g.broadcast_in_dim(s, dims.clone(), channel_axes)?;
-    let zero = g.zeros_like(s)?;
-    let is_zero = g.compare(CompareDir::Eq, s, zero)?;
-    let one = g.ones_like(s)?;
-    let safe = g.select(is_zero, one, s)?;
-    let x = g.div(w, safe)?;
-    // round half away from zero: sign(x)·trunc(|x| + 0.5)
-    let ax = g.abs(x)?;
-    let ax = g.add_scalar(ax, 0.5)?;
-    let t = g.convert(ax, DType::I32)?;
-    let t = g.convert(t, DType::F32)?;
-    let sg = g.sign(x)?;
-    let q = g.mul(sg, t)?;
-    let lim = g.full(
-        crate::compress::quantize::QMAX,
-        TensorType::new(DType::F32, dims.clone()),
-    )?;
+    let is_zero = g.broadcast_in_dim(is_zero, dims.clone(), channel_axes)?;
+    let x = g.div(w, s)?;
+    let q = round_half_away(g, x)?;
+    let lim = g.full(QMAX, TensorType::new(DType::F32, dims.clone()))?;
     let q = g.min(q, lim)?;
     let nlim = g.neg(lim)?;
     let q = g.max(q, nlim)?;
     let dq = g.mul(q, s)?;
+    let zero = g.zeros_like(dq)?;
     g.select(is_zero, zero, dq)
 }
 

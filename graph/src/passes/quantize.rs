@@ -149,6 +149,34 @@ pub fn dequantize_args(g: &Graph, specs: &[Dequantize]) -> Result<(Graph, Vec<Qu
     Ok((out, sources))
 }
 
+/// The largest int8 magnitude of symmetric quantization.
+pub const QMAX: f64 = 127.0;
+
+/// The symmetric int8 scale of `x` over its `reduced` axes, `max|x| / 127` (shaped as the
+/// other axes), with 1 where that is 0 (an all-zero row or channel, so dividing is safe), and
+/// whether it was 0.
+pub fn symmetric_scale(g: &mut Graph, x: NodeId, reduced: &[usize]) -> Result<(NodeId, NodeId)> {
+    use crate::ops::elementwise::CompareDir;
+    let ax = g.abs(x)?;
+    let amax = g.reduce_max(ax, reduced)?;
+    let s = g.mul_scalar(amax, 1.0 / QMAX)?;
+    let zero = g.zeros_like(s)?;
+    let is_zero = g.compare(CompareDir::Eq, s, zero)?;
+    let one = g.ones_like(s)?;
+    Ok((g.select(is_zero, one, s)?, is_zero))
+}
+
+/// `sign(v)·trunc(|v| + 0.5)`: rounding half away from zero, as `f64::round` and the host
+/// quantizer do.
+pub fn round_half_away(g: &mut Graph, v: NodeId) -> Result<NodeId> {
+    let av = g.abs(v)?;
+    let av = g.add_scalar(av, 0.5)?;
+    let t = g.convert(av, DType::I32)?;
+    let t = g.convert(t, DType::F32)?;
+    let sg = g.sign(v)?;
+    g.mul(sg, t)
+}
+
 /// A dequantized weight of [`dequantize_args`]: `convert(q) · broadcast(reshape(s))`.
 struct Dequantized {
     /// The i8 values and the flat scales `(channels..)` in the rewritten graph.
@@ -190,47 +218,30 @@ fn dequantized(g: &Graph, m: NodeId) -> Result<Option<(NodeId, NodeId, Vec<usize
 /// dequantized weight. Returns the graph and how many dots became int8.
 pub fn int8_dots(g: &Graph) -> Result<(Graph, usize)> {
     use crate::ops::dot::DotDims;
-    use crate::ops::elementwise::CompareDir;
-    let mut out = Graph::new(g.name.clone());
-    let mut map: Vec<Option<NodeId>> = vec![None; g.len()];
+    let mut rb = super::Rebuild::new(g);
     let mut deq: Vec<Option<Dequantized>> = (0..g.len()).map(|_| None).collect();
     let mut count = 0;
     for (i, node) in g.nodes.iter().enumerate() {
-        let get = |x: &NodeId| {
-            map[x.index()].ok_or_else(|| {
-                GraphError::Invalid(format!("node %{i} uses {x} before it is defined"))
-            })
-        };
+        let ins: Vec<NodeId> = node.inputs.iter().map(|x| rb.map[x.index()]).collect();
         let rhs = match &node.op {
             Op::DotGeneral { dims, .. } if dims.lhs_batch.is_empty() => deq[node.inputs[1].index()]
                 .as_ref()
                 .filter(|d| d.kept.iter().all(|a| !dims.rhs_contract.contains(a))),
             _ => None,
         };
-        let id = match (rhs, &node.op) {
+        match (rhs, &node.op) {
             (Some(d), Op::DotGeneral { dims, .. }) => {
-                let x = get(&node.inputs[0])?;
+                let out = &mut rb.out;
+                let x = ins[0];
                 let xdims = out.dims(x)?.to_vec();
                 let free: Vec<usize> = (0..xdims.len())
                     .filter(|a| !dims.lhs_contract.contains(a))
                     .collect();
-                // Per-row scale of x over its contracted axes; an all-zero row gets scale 1.
-                let ax = out.abs(x)?;
-                let amax = out.reduce_max(ax, &dims.lhs_contract)?; // (x free..)
-                let sx = out.mul_scalar(amax, 1.0 / 127.0)?;
-                let zero = out.zeros_like(sx)?;
-                let is_zero = out.compare(CompareDir::Eq, sx, zero)?;
-                let one = out.ones_like(sx)?;
-                let sx = out.select(is_zero, one, sx)?;
+                // Per-row scale of x over its contracted axes, rounded as the weights were.
+                let (sx, _) = symmetric_scale(out, x, &dims.lhs_contract)?; // (x free..)
                 let sxb = out.broadcast_in_dim(sx, xdims.clone(), &free)?;
                 let xs = out.div(x, sxb)?;
-                // Round half away from zero, as the weights were: sign(v)·trunc(|v| + 0.5).
-                let av = out.abs(xs)?;
-                let av = out.add_scalar(av, 0.5)?;
-                let av = out.convert(av, DType::I32)?;
-                let av = out.convert(av, DType::F32)?;
-                let sg = out.sign(xs)?;
-                let xr = out.mul(sg, av)?;
+                let xr = round_half_away(out, xs)?;
                 let xq = out.convert(xr, DType::I8)?;
                 let y = out.add_node(
                     Op::DotGeneral {
@@ -266,33 +277,27 @@ pub fn int8_dots(g: &Graph) -> Result<(Graph, usize)> {
                     .collect();
                 let swo = out.broadcast_in_dim(d.s, ydims, &at)?;
                 let y = out.mul(y, swo)?;
-                count += 1;
-                match g.ty(NodeId(i as u32))?.dtype {
+                let y = match g.ty(NodeId(i as u32))?.dtype {
                     DType::F32 => y,
                     t => out.convert(y, t)?,
-                }
+                };
+                out.nodes[y.index()].name.clone_from(&node.name);
+                rb.map.push(y);
+                count += 1;
             }
             _ => {
-                let ins = node.inputs.iter().map(get).collect::<Result<Vec<_>>>()?;
-                out.add_node(node.op.clone(), ins, node.loc.clone())?
+                rb.copy_as(node.op.clone(), ins)?;
             }
-        };
-        out.nodes[id.index()].name.clone_from(&node.name);
-        map[i] = Some(id);
+        }
         if let Some((q, s, kept)) = dequantized(g, NodeId(i as u32))? {
             deq[i] = Some(Dequantized {
-                q: map[q.index()].expect("defined before use"),
-                s: map[s.index()].expect("defined before use"),
+                q: rb.map[q.index()],
+                s: rb.map[s.index()],
                 kept,
             });
         }
     }
-    let outs: Vec<NodeId> = g
-        .outputs
-        .iter()
-        .map(|o| map[o.index()].expect("outputs are defined"))
-        .collect();
-    out.set_outputs(&outs)?;
+    let (out, _) = rb.finish()?;
     let out = super::checked("int8_dots", g, out)?;
     Ok((out, count))
 }

@@ -17,7 +17,7 @@ use crate::tensor::{NamedTensor, Tensor, TensorData};
 /// The name of a quantized weight's scale tensor.
 pub const SCALE_SUFFIX: &str = ".qscale";
 /// The largest |q|: symmetric, so -128 is never used and `-q` is always representable.
-pub const QMAX: f64 = 127.0;
+pub use graph::passes::quantize::QMAX;
 
 /// A quantized tensor: i8 values and one scale per channel.
 #[derive(Debug, Clone, PartialEq)]
