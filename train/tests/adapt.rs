@@ -53,9 +53,13 @@ fn values(specs: &[ParamSpec], seed: u64) -> HashMap<String, Vec<f32>> {
         .collect()
 }
 
-/// Evaluates `g`'s outputs with parameters from `vals` by name and data by input name.
+/// Evaluates `g`'s outputs with parameters from `vals` by name and data by input name: a
+/// GPT's tokens/targets, or a text classifier's tokens/segments/mask (the second row padded)
+/// and labels.
 fn run(g: &Graph, specs: &[ParamSpec], vals: &HashMap<String, Vec<f32>>) -> Vec<Vec<f32>> {
     let (t, y) = tokens();
+    let seg: Vec<i32> = (0..B * 6).map(|i| i32::from(i % 6 >= 3)).collect();
+    let mask: Vec<i32> = (0..B * 6).map(|i| i32::from(i < 6 || i % 6 < 4)).collect();
     let args: Vec<HostTensor> = g
         .args()
         .iter()
@@ -64,11 +68,15 @@ fn run(g: &Graph, specs: &[ParamSpec], vals: &HashMap<String, Vec<f32>>) -> Vec<
             if let Some(s) = specs.iter().find(|s| s.node == a) {
                 return HostTensor::f32(ty.dims(), &vals[&s.name]).unwrap();
             }
-            match g.node(a).unwrap().name.as_deref() {
-                Some("tokens") => HostTensor::i32(ty.dims(), &t).unwrap(),
-                Some("targets") => HostTensor::i32(ty.dims(), &y).unwrap(),
+            let data: &[i32] = match g.node(a).unwrap().name.as_deref() {
+                Some("tokens") => &t,
+                Some("targets") => &y,
+                Some("segments") => &seg,
+                Some("mask") => &mask,
+                Some("labels") => &[2, 0],
                 other => panic!("unexpected input {other:?}"),
-            }
+            };
+            HostTensor::i32(ty.dims(), data).unwrap()
         })
         .collect();
     eval(g, &args).unwrap().iter().map(|h| h.to_f32()).collect()
@@ -370,32 +378,6 @@ fn bert_classifier(layers: usize, d: usize) -> models::heads::Classifier<models:
     }
 }
 
-/// Evaluates a text classifier's graph: tokens/segments/mask (the second row padded) and labels.
-fn run_text(g: &Graph, specs: &[ParamSpec], vals: &HashMap<String, Vec<f32>>) -> Vec<Vec<f32>> {
-    let (t, _) = tokens();
-    let seg: Vec<i32> = (0..B * 6).map(|i| i32::from(i % 6 >= 3)).collect();
-    let mask: Vec<i32> = (0..B * 6).map(|i| i32::from(i < 6 || i % 6 < 4)).collect();
-    let args: Vec<HostTensor> = g
-        .args()
-        .iter()
-        .map(|&a| {
-            let ty = g.ty(a).unwrap().clone();
-            if let Some(s) = specs.iter().find(|s| s.node == a) {
-                return HostTensor::f32(ty.dims(), &vals[&s.name]).unwrap();
-            }
-            let data: &[i32] = match g.node(a).unwrap().name.as_deref() {
-                Some("tokens") => &t,
-                Some("segments") => &seg,
-                Some("mask") => &mask,
-                Some("labels") => &[2, 0],
-                other => panic!("unexpected input {other:?}"),
-            };
-            HostTensor::i32(ty.dims(), data).unwrap()
-        })
-        .collect();
-    eval(g, &args).unwrap().iter().map(|h| h.to_f32()).collect()
-}
-
 #[test]
 fn distilled_bert_classifier_loss_is_the_hand_computed_mix() {
     let (temp, alpha) = (3.0, 0.4);
@@ -412,15 +394,15 @@ fn distilled_bert_classifier_loss_is_the_hand_computed_mix() {
         "{names:?}"
     );
     let vals = values(&specs, 7);
-    let got = run_text(&g, &specs, &vals)[0][0] as f64;
+    let got = run(&g, &specs, &vals)[0][0] as f64;
     let (sg, ss) = build(&bert_classifier(1, 8), Mode::Train);
     let (tg, ts) = build(&bert_classifier(2, 16), Mode::Train);
     let t_vals: HashMap<String, Vec<f32>> = ts
         .iter()
         .map(|s| (s.name.clone(), vals[&format!("teacher.{}", s.name)].clone()))
         .collect();
-    let s_out = run_text(&sg, &ss, &vals);
-    let t_out = run_text(&tg, &ts, &t_vals);
+    let s_out = run(&sg, &ss, &vals);
+    let t_out = run(&tg, &ts, &t_vals);
     let labels = [2usize, 0];
     let (mut kl, mut ce) = (0.0, 0.0);
     for (row, &label) in labels.iter().enumerate() {
