@@ -653,38 +653,30 @@ fn generate_cmd(args: &GenerateArgs) -> Result<()> {
     };
     req.validate()?; // before starting the client: a typo fails at once
     let client = args.device.client()?;
-    if let Some(input) = &args.input {
-        let g = crate::generate::generate_seq2seq(&client, &args.run, input, &req)?;
-        if let Some(beam) = args.beam {
-            eprintln!(
-                "rxla: beam {beam}: best of {} tokens in {:.2} s (KV cache)",
-                g.tokens[0].len(),
-                g.decode_s
-            );
-            return Ok(());
-        }
-        eprintln!(
-            "rxla: {} tokens at {:.0} tokens/s (KV cache)",
-            g.tokens[0].len(),
-            g.tokens_per_s()
-        );
-        return Ok(());
-    }
-    let g = crate::generate::generate_gpt(&client, &args.run, &req)?;
+    let g = match &args.input {
+        Some(input) => crate::generate::generate_seq2seq(&client, &args.run, input, &req)?,
+        None => crate::generate::generate_gpt(&client, &args.run, &req)?,
+    };
     if let Some(beam) = args.beam {
         eprintln!(
             "rxla: beam {beam}: best of {} tokens in {:.2} s (KV cache)",
             g.tokens[0].len(),
             g.decode_s
         );
-        return Ok(());
+    } else if args.input.is_some() {
+        eprintln!(
+            "rxla: {} tokens at {:.0} tokens/s (KV cache)",
+            g.tokens[0].len(),
+            g.tokens_per_s()
+        );
+    } else {
+        eprintln!(
+            "rxla: {} tokens; first after {:.1} ms, then {:.0} tokens/s (KV cache)",
+            g.tokens.iter().map(|t| t.len()).sum::<usize>(),
+            g.time_to_first_token_s * 1e3,
+            g.tokens_per_s()
+        );
     }
-    eprintln!(
-        "rxla: {} tokens; first after {:.1} ms, then {:.0} tokens/s (KV cache)",
-        g.tokens.iter().map(|t| t.len()).sum::<usize>(),
-        g.time_to_first_token_s * 1e3,
-        g.tokens_per_s()
-    );
     Ok(())
 }
 
