@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 
 use data::HostArray;
 use models::gpt::{Gpt, GptConfig};
-use rxla::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
 use train::optim::Optimizer;
 use train::parallel::{ParallelConfig, Plan};
-use train::state::{build_train_step, compile_program, run_train_step, TrainState};
+use train::state::{build_train_step, TrainState};
 use train::step::Passes;
 
 const B: usize = 8;
@@ -34,17 +33,7 @@ fn gpt() -> Gpt {
 }
 
 fn optimizer() -> Optimizer {
-    Optimizer {
-        opt: OptimizerConfig {
-            kind: OptimizerKind::Adamw,
-            lr: 1e-2,
-            weight_decay: 0.1,
-            clip_norm: Some(1.0),
-            ..Default::default()
-        },
-        schedule: ScheduleConfig::default(),
-        total_steps: STEPS,
-    }
+    common::sharding_optimizer(STEPS)
 }
 
 /// Deterministic token batches (a different one per step).
@@ -75,13 +64,7 @@ fn train(client: &runtime::Client, parallel: ParallelConfig) -> (Vec<f32>, Train
         parallel: Plan::from_config(&parallel).unwrap(),
         ..Default::default()
     };
-    let (prog, _) = build_train_step(client, &gpt(), &optimizer(), B, &passes).unwrap();
-    let c = compile_program(client, prog).unwrap();
-    assert_eq!(c.exe.devices().len(), c.prog.num_devices());
-    let mut st = TrainState::init(client, &c.prog, 3).unwrap();
-    let losses = (0..STEPS)
-        .map(|s| run_train_step(client, &c, &mut st, &batch(s)).unwrap().0)
-        .collect();
+    let (losses, st, c) = common::train_steps(client, &gpt(), B, &passes, 3, STEPS, batch);
     (losses, st, c.exe.optimized_program().unwrap())
 }
 

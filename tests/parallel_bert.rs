@@ -7,10 +7,8 @@ mod common;
 use common::{assert_close, bytes_of};
 use data::HostArray;
 use models::bert::{Bert, BertConfig, IGNORE};
-use rxla::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
-use train::optim::Optimizer;
 use train::parallel::{ParallelConfig, Plan};
-use train::state::{build_train_step, compile_program, run_train_step, TrainState};
+use train::state::TrainState;
 use train::step::{Passes, Precision, Remat};
 
 const B: usize = 8;
@@ -27,20 +25,6 @@ fn bert() -> Bert {
     )
     .unwrap();
     Bert(c)
-}
-
-fn optimizer() -> Optimizer {
-    Optimizer {
-        opt: OptimizerConfig {
-            kind: OptimizerKind::Adamw,
-            lr: 1e-2,
-            weight_decay: 0.1,
-            clip_norm: Some(1.0),
-            ..Default::default()
-        },
-        schedule: ScheduleConfig::default(),
-        total_steps: STEPS,
-    }
 }
 
 /// Step `step`'s batch: row r has 16 - r real tokens (segment 1 from the middle), every
@@ -90,14 +74,8 @@ fn train(
 }
 
 fn train_with(client: &runtime::Client, passes: &Passes) -> (Vec<f32>, TrainState, Vec<String>) {
-    let (prog, _) = build_train_step(client, &bert(), &optimizer(), B, passes).unwrap();
-    let names = prog.params.iter().map(|p| p.name.clone()).collect();
-    let c = compile_program(client, prog).unwrap();
-    assert_eq!(c.exe.devices().len(), c.prog.num_devices());
-    let mut st = TrainState::init(client, &c.prog, 5).unwrap();
-    let losses = (0..STEPS)
-        .map(|s| run_train_step(client, &c, &mut st, &batch(s)).unwrap().0)
-        .collect();
+    let (losses, st, c) = common::train_steps(client, &bert(), B, passes, 5, STEPS, batch);
+    let names = c.prog.params.iter().map(|p| p.name.clone()).collect();
     (losses, st, names)
 }
 

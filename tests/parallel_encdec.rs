@@ -8,10 +8,8 @@ use common::{assert_close, bytes_of};
 
 use data::HostArray;
 use models::encdec::{EncDec, EncDecConfig, Positions};
-use rxla::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
-use train::optim::Optimizer;
 use train::parallel::{ParallelConfig, Plan};
-use train::state::{build_train_step, compile_program, run_train_step, TrainState};
+use train::state::TrainState;
 use train::step::Passes;
 
 const B: usize = 8;
@@ -38,20 +36,6 @@ fn model() -> EncDec {
         label_smoothing: 0.1,
         pad_id: 0,
     })
-}
-
-fn optimizer() -> Optimizer {
-    Optimizer {
-        opt: OptimizerConfig {
-            kind: OptimizerKind::Adamw,
-            lr: 1e-2,
-            weight_decay: 0.1,
-            clip_norm: Some(1.0),
-            ..Default::default()
-        },
-        schedule: ScheduleConfig::default(),
-        total_steps: STEPS,
-    }
 }
 
 /// A learnable task with padding on both sides: row r's source is `len` tokens (the rest
@@ -81,19 +65,18 @@ fn batch(step: usize) -> Vec<HostArray> {
     vec![i32s(src, S), i32s(tgt_in, T), i32s(targets, T)]
 }
 
-fn train(client: &runtime::Client, parallel: ParallelConfig) -> (Vec<f32>, TrainState) {
+/// The losses, final state and parameter names of training under `parallel`.
+fn train(
+    client: &runtime::Client,
+    parallel: ParallelConfig,
+) -> (Vec<f32>, TrainState, Vec<String>) {
     let passes = Passes {
         parallel: Plan::from_config(&parallel).unwrap(),
         ..Default::default()
     };
-    let (prog, _) = build_train_step(client, &model(), &optimizer(), B, &passes).unwrap();
-    let c = compile_program(client, prog).unwrap();
-    assert_eq!(c.exe.devices().len(), c.prog.num_devices());
-    let mut st = TrainState::init(client, &c.prog, 3).unwrap();
-    let losses = (0..STEPS)
-        .map(|s| run_train_step(client, &c, &mut st, &batch(s)).unwrap().0)
-        .collect();
-    (losses, st)
+    let (losses, st, c) = common::train_steps(client, &model(), B, &passes, 3, STEPS, batch);
+    let names = c.prog.params.iter().map(|p| p.name.clone()).collect();
+    (losses, st, names)
 }
 
 /// Every parameter within 1e-3 of its largest single-device value. A key bias is left out:
@@ -121,16 +104,11 @@ fn assert_same_params(what: &str, names: &[String], st: &TrainState, one: &Train
 #[test]
 fn sharded_encdec_training_matches_one_device() {
     let client = runtime::provision::cpu_client(4).unwrap();
-    let (one, st1) = train(&client, ParallelConfig::default());
+    let (one, st1, names) = train(&client, ParallelConfig::default());
     assert!(one[STEPS - 1] < one[0] - 0.3, "training learns: {one:?}");
-    let names: Vec<String> = {
-        let (p, _) =
-            build_train_step(&client, &model(), &optimizer(), B, &Passes::default()).unwrap();
-        p.params.iter().map(|p| p.name.clone()).collect()
-    };
     let replicated = st1.param_bytes_per_device();
 
-    let (data4, st) = train(
+    let (data4, st, _) = train(
         &client,
         ParallelConfig {
             data: 4,
@@ -141,7 +119,7 @@ fn sharded_encdec_training_matches_one_device() {
     assert_same_params("data=4", &names, &st, &st1);
     assert_eq!(st.param_bytes_per_device(), replicated);
 
-    let (dt, st) = train(
+    let (dt, st, _) = train(
         &client,
         ParallelConfig {
             data: 2,

@@ -1,4 +1,4 @@
-//! Helpers shared by the tests that run the `rxla` binary (`mod common;` in each).
+//! Helpers shared by the integration tests (`mod common;` in each): running the `rxla` binary, reading runs, and training in-process for the sharding tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
@@ -99,4 +99,46 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
 pub fn bytes_of(st: &train::state::TrainState, names: &[String], name: &str) -> usize {
     let i = names.iter().position(|n| n == name).unwrap();
     st.params[i].bytes_per_device()
+}
+
+/// The AdamW (lr 1e-2, weight decay 0.1, clipping at 1, constant schedule) the
+/// sharded-equals-single-device tests train with.
+pub fn sharding_optimizer(total_steps: usize) -> train::optim::Optimizer {
+    use rxla::config::{OptimizerConfig, OptimizerKind, ScheduleConfig};
+    train::optim::Optimizer {
+        opt: OptimizerConfig {
+            kind: OptimizerKind::Adamw,
+            lr: 1e-2,
+            weight_decay: 0.1,
+            clip_norm: Some(1.0),
+            ..Default::default()
+        },
+        schedule: ScheduleConfig::default(),
+        total_steps,
+    }
+}
+
+/// `steps` train steps of `model` with [`sharding_optimizer`] (batch size `b`, init from
+/// `seed`) on `batch(step)` under `passes`, on as many devices as the program is sharded
+/// over: the losses, the final state and the compiled step (its parameter names, its
+/// optimized HLO).
+pub fn train_steps(
+    client: &runtime::Client,
+    model: &dyn models::Model,
+    b: usize,
+    passes: &train::step::Passes,
+    seed: u64,
+    steps: usize,
+    batch: impl Fn(usize) -> Vec<data::HostArray>,
+) -> (Vec<f32>, train::state::TrainState, train::state::Compiled) {
+    use train::state::{build_train_step, compile_program, run_train_step, TrainState};
+    let opt = sharding_optimizer(steps);
+    let (prog, _) = build_train_step(client, model, &opt, b, passes).unwrap();
+    let c = compile_program(client, prog).unwrap();
+    assert_eq!(c.exe.devices().len(), c.prog.num_devices());
+    let mut st = TrainState::init(client, &c.prog, seed).unwrap();
+    let losses = (0..steps)
+        .map(|s| run_train_step(client, &c, &mut st, &batch(s)).unwrap().0)
+        .collect();
+    (losses, st, c)
 }
