@@ -4,54 +4,18 @@
 //! every kernel's autodiff gradient (chunked: its custom VJP) matches central finite
 //! differences computed with XLA. Plus the `[model] attention` config errors.
 
-use std::collections::HashMap;
-
 use graph::gradcheck::{check, CaseBuilder, GradCase, Tolerance};
 use graph::interp::HostTensor;
 use graph::{DType, Graph, NodeId, TensorType};
 use nn::attention::dense_attention;
 use nn::kernels::block_sparse::{block_sparse_attention, Pattern};
 use nn::kernels::{axial, chunked, local, lsh};
-use runtime::{Buffer, CompileOptions, Executable};
 
 mod common;
 
-struct Xla {
-    client: runtime::Client,
-    cache: HashMap<String, Executable>,
-}
+use common::Xla;
 
 impl Xla {
-    fn new() -> Xla {
-        Xla {
-            client: runtime::provision::cpu_client(1).unwrap(),
-            cache: HashMap::new(),
-        }
-    }
-
-    fn eval(&mut self, g: &Graph, args: &[HostTensor]) -> Result<Vec<HostTensor>, String> {
-        let mlir = lower::lower(g, &Default::default()).map_err(|e| e.to_string())?;
-        if !self.cache.contains_key(&mlir) {
-            let exe = self
-                .client
-                .compile(&mlir, &CompileOptions::default())
-                .map_err(|e| e.to_string())?;
-            self.cache.insert(mlir.clone(), exe);
-        }
-        let bufs: Vec<Buffer> = args
-            .iter()
-            .map(|a| train::exec::to_device(&self.client, a, 0))
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        let refs: Vec<&Buffer> = bufs.iter().collect();
-        let out = self.cache[&mlir]
-            .execute1(&refs)
-            .map_err(|e| e.to_string())?;
-        out.iter()
-            .map(|b| train::exec::to_host(b).map_err(|e| e.to_string()))
-            .collect()
-    }
-
     fn run(&mut self, c: &GradCase) -> HostTensor {
         self.eval(&c.graph, &c.args).unwrap().remove(0)
     }

@@ -6,8 +6,6 @@
 //! cross-attention's gradients match finite differences through XLA; bad input is named;
 //! (ignored: fetches SQuAD) configs/encdec-squad.toml trains and reports dev EM/F1.
 
-use std::collections::HashMap;
-
 mod common;
 
 use graph::gradcheck::{check, GradCase, Lcg, Tolerance};
@@ -18,7 +16,7 @@ use models::Params;
 use nn::attention::{AttentionKernel, MultiHeadAttention, QkvLayout};
 use nn::kv_cache::{cross_attention, memory_kv};
 use runtime::provision::cpu_client;
-use runtime::{Buffer, Client, CompileOptions, Executable};
+use runtime::Client;
 use rxla::generate::bench::model_initial_params;
 use rxla::generate::encdec::{CachedEncDec, RecomputeEncDec};
 use rxla::generate::program::DeviceParams;
@@ -258,37 +256,6 @@ fn bad_seq2seq_input_is_named() {
     assert!(e.contains("--beam 0"), "{e}");
 }
 
-/// Runs graphs on the XLA CPU plugin (compiled once per distinct program).
-struct Xla {
-    client: Client,
-    cache: HashMap<String, Executable>,
-}
-
-impl Xla {
-    fn eval(&mut self, g: &Graph, args: &[HostTensor]) -> Result<Vec<HostTensor>, String> {
-        let mlir = lower::lower(g, &Default::default()).map_err(|e| e.to_string())?;
-        if !self.cache.contains_key(&mlir) {
-            let exe = self
-                .client
-                .compile(&mlir, &CompileOptions::default())
-                .map_err(|e| e.to_string())?;
-            self.cache.insert(mlir.clone(), exe);
-        }
-        let bufs: Vec<Buffer> = args
-            .iter()
-            .map(|a| train::exec::to_device(&self.client, a, 0))
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        let refs: Vec<&Buffer> = bufs.iter().collect();
-        let out = self.cache[&mlir]
-            .execute1(&refs)
-            .map_err(|e| e.to_string())?;
-        out.iter()
-            .map(|b| train::exec::to_host(b).map_err(|e| e.to_string()))
-            .collect()
-    }
-}
-
 #[test]
 fn cross_attention_gradients_match_finite_differences_on_xla() {
     // The decoder's cross-attention (separate q, k, v projections) of queries (2, 3, 8) to a
@@ -340,10 +307,7 @@ fn cross_attention_gradients_match_finite_differences_on_xla() {
         graph: g,
         args,
     };
-    let mut xla = Xla {
-        client: cpu_client(1).unwrap(),
-        cache: HashMap::new(),
-    };
+    let mut xla = common::Xla::new();
     let mut ev = |g: &Graph, a: &[HostTensor]| xla.eval(g, a);
     let tol = Tolerance {
         eps: 1e-3,

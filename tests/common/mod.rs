@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests (`mod common;` in each): running the `rxla` binary, reading runs, and training in-process for the sharding tests.
+//! Helpers shared by the integration tests (`mod common;` in each): running the `rxla`
+//! binary, reading its runs, and training in-process for the sharding tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
@@ -141,4 +142,47 @@ pub fn train_steps(
         .map(|s| run_train_step(client, &c, &mut st, &batch(s)).unwrap().0)
         .collect();
     (losses, st, c)
+}
+
+/// Runs graphs on the XLA CPU plugin, one device (compiled once per distinct program).
+pub struct Xla {
+    pub client: runtime::Client,
+    cache: std::collections::HashMap<String, runtime::Executable>,
+}
+
+impl Xla {
+    pub fn new() -> Xla {
+        Xla {
+            client: runtime::provision::cpu_client(1).unwrap(),
+            cache: Default::default(),
+        }
+    }
+
+    /// `g`'s outputs on `args`, lowered with the default options.
+    pub fn eval(
+        &mut self,
+        g: &graph::Graph,
+        args: &[graph::interp::HostTensor],
+    ) -> Result<Vec<graph::interp::HostTensor>, String> {
+        let mlir = lower::lower(g, &Default::default()).map_err(|e| e.to_string())?;
+        if !self.cache.contains_key(&mlir) {
+            let exe = self
+                .client
+                .compile(&mlir, &runtime::CompileOptions::default())
+                .map_err(|e| e.to_string())?;
+            self.cache.insert(mlir.clone(), exe);
+        }
+        let bufs: Vec<runtime::Buffer> = args
+            .iter()
+            .map(|a| train::exec::to_device(&self.client, a, 0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let refs: Vec<&runtime::Buffer> = bufs.iter().collect();
+        let out = self.cache[&mlir]
+            .execute1(&refs)
+            .map_err(|e| e.to_string())?;
+        out.iter()
+            .map(|b| train::exec::to_host(b).map_err(|e| e.to_string()))
+            .collect()
+    }
 }
