@@ -354,7 +354,7 @@ impl TrainSection {
                 freeze: self.freeze.clone(),
                 lr_multipliers: self.lr_multipliers.clone(),
                 train_only: match &self.lora {
-                    Some(_) => vec![train::adapt::ADAPTER_PATTERN.to_string()],
+                    Some(l) => l.train_only(),
                     None => Vec::new(),
                 },
             },

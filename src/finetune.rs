@@ -192,7 +192,10 @@ pub fn initial_weights(
     let file = pretrained_dir(&m)?.join("model.safetensors");
     let opts = train::weights::LoadOptions::default()
         .allow_missing("head.*")
-        .allow_missing("qa.*");
+        .allow_missing("qa.*")
+        // LoRA adapters start fresh (`B = 0`: the pretrained model at step 0).
+        .allow_missing("*.lora_a")
+        .allow_missing("*.lora_b");
     let loaded = train::weights::load_named(
         &[&file],
         &train::weights::targets(params)?,
@@ -349,6 +352,15 @@ impl Predictor {
                 run.display()
             );
         }
+        // A LoRA run predicts with its adapters folded into the base (as `merge-lora`).
+        let weights = match &cfg.train.lora {
+            Some(l) => {
+                train::adapt::merge_lora(&ckpt.params, l.scale())
+                    .with_context(|| format!("merging the LoRA adapters of {}", dir.display()))?
+                    .0
+            }
+            None => ckpt.params,
+        };
         let tok_path = dir.join(data::tokenizer::TOKENIZER_FILE);
         let tok = WordPiece::load(&tok_path)?;
         let m = task_model(&cfg)?;
@@ -380,8 +392,7 @@ impl Predictor {
                 .iter()
                 .find(|s| s.node == a)
                 .context("a predict-graph argument is neither input nor parameter")?;
-            let tns = ckpt
-                .params
+            let tns = weights
                 .iter()
                 .find(|n| n.name == spec.name)
                 .with_context(|| format!("{} has no parameter `{}`", dir.display(), spec.name))?;

@@ -467,3 +467,92 @@ fn distill_lora_and_qat_runs_train_resume_and_merge() {
     ]);
     assert!(e.contains("train.quantize"), "{e}");
 }
+
+/// LoRA on a fine-tuning task (all-MiniLM-L6-v2 → sentiment): the adapters and the new head
+/// train (peft's `modules_to_save`), the pretrained encoder stays frozen, and `predict` (and
+/// the test-split score) runs the adapters: the same probabilities as the merged run.
+#[test]
+fn lora_fine_tunes_a_pretrained_classifier_and_predicts_with_its_adapters() {
+    let root = tmp_dir("compress-lora-cls");
+    let p = |d: &Path| d.to_str().unwrap().to_string();
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/finetune-sentiment.toml");
+    let run = root.join("lora");
+    ok(&train(
+        &cfg,
+        &run,
+        &[
+            "--set",
+            "train.steps=3",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "schedule.warmup_steps=0",
+            "--set",
+            "optimizer.lr=0.01",
+            "--set",
+            "data.task.max_train_examples=32",
+            "--set",
+            "data.task.max_eval_examples=8",
+            "--set",
+            "data.task.max_monitor_examples=8",
+            "--set",
+            r#"train.lora={rank=2, alpha=4, targets=["h\\d+\\.attn"], modules_to_save=["head"]}"#,
+        ],
+    ));
+    let c = train::checkpoint::load(&newest(&run)).unwrap();
+    let trained: Vec<&str> = c.optimizer.iter().map(|t| t.name.as_str()).collect();
+    assert!(
+        trained.iter().any(|n| n.starts_with("head.")),
+        "{trained:?}"
+    );
+    assert!(
+        trained.iter().any(|n| n.contains("h5.attn.q.w.lora_b")),
+        "{trained:?}"
+    );
+    assert!(
+        trained
+            .iter()
+            .all(|n| n.starts_with("head.") || n.contains(".lora_")),
+        "only adapters and the head train: {trained:?}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["test_examples"], 8);
+    let merged = root.join("merged");
+    rxla_ok(&[
+        "compress",
+        "merge-lora",
+        "--run",
+        &p(&run),
+        "--out",
+        &p(&merged),
+    ]);
+    let m = params(&newest(&merged));
+    let base: Vec<Tensor> = c.params.iter().cloned().map(Tensor::from).collect();
+    let q = |ts: &[Tensor]| {
+        ts.iter()
+            .find(|t| t.name == "h0.attn.q.w")
+            .unwrap()
+            .data
+            .clone()
+    };
+    assert_ne!(q(&m), q(&base), "the adapters trained");
+    let probs = |r: &Path| -> Vec<f64> {
+        let o = rxla_ok(&[
+            "predict",
+            "--run",
+            &p(r),
+            "--text",
+            "a gorgeous, witty, seductive movie",
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let probs = v["probabilities"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{v}"));
+        probs.values().map(|x| x.as_f64().unwrap()).collect()
+    };
+    let (a, b) = (probs(&run), probs(&merged));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-5, "adapter run {a:?} vs merged {b:?}");
+    }
+}

@@ -269,6 +269,10 @@ pub struct LoraConfig {
     /// "h\\d+\\.mlp\\.fc"]` or `[".*attn.*"]`; a layer's kernels (matrices that only feed
     /// dots, `…w`) get adapters.
     pub targets: Vec<String>,
+    /// Patterns of parameters that train in full beside the adapters (as peft's
+    /// `modules_to_save`): a new task head, e.g. `["head"]` for a BERT classifier.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules_to_save: Vec<String>,
 }
 
 fn default_alpha() -> f64 {
@@ -303,7 +307,19 @@ impl LoraConfig {
             crate::groups::pattern(t)
                 .map_err(|e| anyhow::anyhow!("config key `train.lora.targets`: {e:#}"))?;
         }
+        for t in &self.modules_to_save {
+            crate::groups::pattern(t)
+                .map_err(|e| anyhow::anyhow!("config key `train.lora.modules_to_save`: {e:#}"))?;
+        }
         Ok(())
+    }
+
+    /// What trains under this LoRA (`ParamGroups::train_only`): the adapters and
+    /// `modules_to_save`.
+    pub fn train_only(&self) -> Vec<String> {
+        let mut v = vec![ADAPTER_PATTERN.to_string()];
+        v.extend(self.modules_to_save.iter().cloned());
+        v
     }
 
     pub fn scale(&self) -> f64 {

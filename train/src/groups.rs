@@ -62,6 +62,15 @@ impl ParamGroups {
                 .iter()
                 .map(|p| pattern(p))
                 .collect::<Result<Vec<_>>>()?;
+            for (p, re) in self.train_only.iter().zip(&res) {
+                if !names.iter().any(|n| re.is_match(n)) {
+                    bail!(
+                        "config key `train.lora.modules_to_save`: `{p}` matches no parameter \
+                         (names: {})",
+                        sample()
+                    );
+                }
+            }
             for (t, n) in trainable.iter_mut().zip(names) {
                 *t &= res.iter().any(|re| re.is_match(n));
             }

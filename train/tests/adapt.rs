@@ -166,6 +166,7 @@ fn lora_cfg(rank: usize, targets: &[&str]) -> train::adapt::LoraConfig {
         rank,
         alpha: 8.0,
         targets: targets.iter().map(|s| s.to_string()).collect(),
+        modules_to_save: Vec::new(),
     }
 }
 
@@ -424,4 +425,38 @@ fn distilled_bert_classifier_loss_is_the_hand_computed_mix() {
         (got - want).abs() < 1e-4,
         "distilled loss {got} vs hand-computed {want}"
     );
+}
+
+#[test]
+fn lora_on_a_bert_classifier_trains_the_adapters_and_the_head() {
+    let lora = train::adapt::Lora {
+        inner: Box::new(bert_classifier(2, 8)),
+        cfg: train::adapt::LoraConfig {
+            modules_to_save: vec!["head".into()],
+            ..lora_cfg(2, &[r"h\d+\.attn"])
+        },
+    };
+    let mut g = Graph::new("t");
+    let mut p = Params::new();
+    lora.forward(&mut g, &mut p, 1, Mode::Eval).unwrap();
+    let names: Vec<&str> = p.specs.iter().map(|s| s.name.as_str()).collect();
+    let groups = train::groups::ParamGroups {
+        train_only: lora.cfg.train_only(),
+        ..Default::default()
+    };
+    let r = groups.resolve(&names).unwrap();
+    assert!(names.iter().any(|n| n.starts_with("head.")), "{names:?}");
+    assert!(names
+        .iter()
+        .any(|n| n.starts_with("h1.attn") && n.ends_with(".lora_b")));
+    for (&t, n) in r.trainable.iter().zip(&names) {
+        assert_eq!(t, n.contains(".lora_") || n.starts_with("head."), "{n}");
+    }
+    // A pattern that matches nothing is an error, not a silently frozen head.
+    let typo = train::groups::ParamGroups {
+        train_only: vec![train::adapt::ADAPTER_PATTERN.into(), "heads".into()],
+        ..Default::default()
+    };
+    let e = typo.resolve(&names).unwrap_err().to_string();
+    assert!(e.contains("`heads` matches no parameter"), "{e}");
 }
