@@ -45,6 +45,7 @@ fn cfg(post_ln: bool) -> EncDecConfig {
         },
         label_smoothing: 0.0,
         pad_id: 0,
+        attention: Default::default(),
     }
 }
 

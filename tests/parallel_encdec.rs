@@ -35,6 +35,7 @@ fn model() -> EncDec {
         positions: Positions::Learned,
         label_smoothing: 0.1,
         pad_id: 0,
+        attention: Default::default(),
     })
 }
 

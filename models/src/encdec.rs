@@ -58,6 +58,11 @@ pub struct EncDecConfig {
     /// Padding token (hidden from attention, no loss).
     #[serde(default)]
     pub pad_id: u32,
+    /// The encoder's self-attention kernel (`nn::kernels`; dense by default). The source is
+    /// the long side; the decoder's self- and cross-attention stay dense, so KV-cached
+    /// decoding computes exactly what training does.
+    #[serde(default)]
+    pub attention: nn::AttentionConfig,
 }
 
 fn default_vocab() -> usize {
@@ -127,13 +132,13 @@ impl EncDec {
         }
     }
 
-    fn attention(&self, causal: bool, layout: QkvLayout) -> MultiHeadAttention {
+    fn attention(&self, kernel: AttentionKernel, layout: QkvLayout) -> MultiHeadAttention {
         let c = &self.0;
         let layers = (c.enc_layers + c.dec_layers).max(1) as f64;
         MultiHeadAttention {
             d_model: c.d_model as i64,
             n_heads: c.n_heads as i64,
-            kernel: AttentionKernel::Dense { causal },
+            kernel,
             qkv_layout: layout,
             dropout: c.dropout,
             qkv_std: 0.02,
@@ -190,13 +195,18 @@ impl EncDec {
         };
         let src_pos = self.positions(g, p, "src_pos", c.src_len)?;
         let tgt_pos = self.positions(g, p, "tgt_pos", c.tgt_len)?;
+        let enc_kernel = c
+            .attention
+            .kernel(false, c.src_len, "model.attention")
+            .map_err(graph::GraphError::Invalid)?;
+        let dense = |causal| AttentionKernel::Dense { causal };
         let mut enc = Vec::new();
         for i in 0..c.enc_layers {
             enc.push(p.scope(&format!("enc{i}"), |p| -> graph::Result<EncBlock> {
                 Ok(EncBlock {
                     ln1: self.norm().declare(g, p, "ln1", d)?,
                     attn: self
-                        .attention(false, QkvLayout::Fused)
+                        .attention(enc_kernel, QkvLayout::Fused)
                         .declare(g, p, "attn")?,
                     ln2: self.norm().declare(g, p, "ln2", d)?,
                     mlp: self.mlp().declare(g, p, "mlp")?,
@@ -213,11 +223,11 @@ impl EncDec {
                 Ok(DecBlock {
                     ln1: self.norm().declare(g, p, "ln1", d)?,
                     self_attn: self
-                        .attention(true, QkvLayout::Fused)
+                        .attention(dense(true), QkvLayout::Fused)
                         .declare(g, p, "attn")?,
                     ln2: self.norm().declare(g, p, "ln2", d)?,
                     cross: self
-                        .attention(false, QkvLayout::Separate)
+                        .attention(dense(false), QkvLayout::Separate)
                         .declare(g, p, "cross")?,
                     ln3: self.norm().declare(g, p, "ln3", d)?,
                     mlp: self.mlp().declare(g, p, "mlp")?,
@@ -496,6 +506,11 @@ impl EncDec {
         if !(0.0..1.0).contains(&c.dropout) || !(0.0..1.0).contains(&c.label_smoothing) {
             return Err("model.dropout and model.label_smoothing must be in [0, 1)".into());
         }
+        c.attention
+            .kernel(false, c.src_len, "model.attention")
+            .and_then(|_| c.attention.check_dropout(c.dropout, "model.dropout"))
+            // The kernel's messages say seq_len; the encoder's length is src_len.
+            .map_err(|e| e.replace("model.seq_len", "model.src_len"))?;
         Ok(())
     }
 }
@@ -514,7 +529,8 @@ impl Model for EncDec {
         let src = g.input("src", TensorType::new(DType::I32, [b, s]))?;
         let tgt_in = g.input("tgt_in", TensorType::new(DType::I32, [b, t]))?;
         let targets = g.input("targets", TensorType::new(DType::I32, [b, t]))?;
-        let seed = if mode == Mode::Train && c.dropout > 0.0 {
+        // LSH draws its rotations from the step's seed too.
+        let seed = if mode == Mode::Train && (c.dropout > 0.0 || c.attention.needs_seed()) {
             Some(g.input("dropout_seed", TensorType::scalar(DType::U32))?)
         } else {
             None
@@ -579,6 +595,7 @@ mod tests {
             positions,
             label_smoothing: 0.1,
             pad_id: 0,
+            attention: Default::default(),
         }
     }
 
@@ -677,13 +694,80 @@ mod tests {
     }
 
     #[test]
+    fn encoder_attention_kernels_compute_dense_attention_where_exact() {
+        // A padded source of 6: chunked (chunks of 2) and local with a window covering it
+        // give dense attention's logits; a window that does not divide the source is an error.
+        let logits = |attention: nn::AttentionConfig| {
+            let m = EncDec(EncDecConfig {
+                src_len: 6,
+                attention,
+                ..tiny(false, Positions::Learned, true)
+            });
+            let mut g = Graph::new("encdec");
+            let mut p = Params::new();
+            let src = g.input("src", TensorType::new(DType::I32, [2, 6])).unwrap();
+            let tgt = g.input("tgt", TensorType::new(DType::I32, [2, 4])).unwrap();
+            let logits = m.logits(&mut g, &mut p, src, tgt, None).unwrap();
+            g.set_outputs(&[logits]).unwrap();
+            let a = args(
+                &g,
+                &p,
+                &values(&p, 1),
+                vec![
+                    HostTensor::i32(&[2, 6], &[3, 4, 5, 0, 0, 0, 7, 8, 9, 10, 11, 0]).unwrap(),
+                    HostTensor::i32(&[2, 4], &[1, 7, 8, 9, 1, 2, 3, 4]).unwrap(),
+                ],
+            );
+            eval(&g, &a).unwrap()[0].data.clone()
+        };
+        let dense = logits(nn::AttentionConfig::Dense);
+        for k in [
+            nn::AttentionConfig::Chunked { chunk: 2 },
+            nn::AttentionConfig::Local { window: 12 },
+        ] {
+            let got = logits(k);
+            for (x, y) in dense.iter().zip(&got) {
+                assert!((x - y).abs() < 1e-9, "{k:?}: {x} vs {y}");
+            }
+        }
+        // A window of 2 sees less: the kernel is the encoder's.
+        assert_ne!(logits(nn::AttentionConfig::Local { window: 2 }), dense);
+        let bad = EncDec(EncDecConfig {
+            src_len: 6,
+            attention: nn::AttentionConfig::Local { window: 4 },
+            ..tiny(false, Positions::Learned, true)
+        });
+        let e = bad.validate().unwrap_err();
+        assert!(
+            e.contains("model.attention.window (4) must divide model.src_len (6)"),
+            "{e}"
+        );
+        // LSH draws its rotations from the step seed: the training step takes one.
+        let lsh = EncDec(EncDecConfig {
+            src_len: 6,
+            attention: nn::AttentionConfig::Lsh {
+                bucket_size: 3,
+                n_hashes: 1,
+            },
+            ..tiny(false, Positions::Learned, true)
+        });
+        let mut g = Graph::new("lsh");
+        let mut p = Params::new();
+        lsh.forward(&mut g, &mut p, 2, Mode::Train).unwrap();
+        assert!(g.find("dropout_seed").is_some());
+    }
+
+    #[test]
     fn cross_attention_gradients_match_finite_differences() {
         use graph::gradcheck::{check, interp_evaluator, GradCase, Tolerance};
         let m = EncDec(tiny(false, Positions::Learned, true));
         let mut g = Graph::new("cross");
         let mut p = Params::new();
         let cross = m
-            .attention(false, QkvLayout::Separate)
+            .attention(
+                AttentionKernel::Dense { causal: false },
+                QkvLayout::Separate,
+            )
             .declare(&mut g, &mut p, "cross")
             .unwrap();
         let x = g.input("x", TensorType::f32([2, 3, 8])).unwrap();
