@@ -12,7 +12,7 @@ use graph::{DType, Graph, NodeId, TensorType};
 use models::bert::{Bert, BertConfig};
 use models::heads::{Classifier, Pooling, SpanQa};
 use models::{Model, ParamSpec, Params};
-use runtime::{Buffer, Client, CompileOptions};
+use runtime::{Buffer, Client};
 use serde::{Deserialize, Serialize};
 
 use data::tasks::batches::{arrays, classification_rows, span_rows, squad_features, Row, RowData};
@@ -24,6 +24,8 @@ use data::wordpiece::WordPiece;
 use data::{DataSource, HostArray};
 
 use crate::config::TrainConfig;
+use crate::generate::program::{DeviceParams, Program};
+use train::checkpoint::NamedTensor;
 
 pub const KINDS: &[&str] = &["bert-classifier", "bert-span-qa"];
 pub const DATASETS: &[&str] = &["rotten-tomatoes", "snli", "squad"];
@@ -326,8 +328,8 @@ pub struct Predictor {
     pub tok: WordPiece,
     pub task: TaskData,
     client: Client,
-    exe: runtime::Executable,
-    params: Vec<Buffer>,
+    prog: Program,
+    params: DeviceParams,
 }
 
 impl Predictor {
@@ -340,9 +342,10 @@ impl Predictor {
             );
         }
         let dir = train::checkpoint::newest(run)?;
-        let ckpt = train::checkpoint::load(&dir)
+        // Weights as stored: f32, or int8 + scales / low-rank factors (`rxla compress`).
+        let (state, stored) = train::checkpoint::load_params_typed(&dir)
             .with_context(|| format!("loading the newest checkpoint {}", dir.display()))?;
-        let cfg: TrainConfig = serde_json::from_value(ckpt.state.config.clone())
+        let cfg: TrainConfig = serde_json::from_value(state.config.clone())
             .with_context(|| format!("reading the config stored in {}", dir.display()))?;
         let kind = cfg.model_kind()?.to_string();
         if !is_task_model(&kind) {
@@ -352,14 +355,18 @@ impl Predictor {
                 run.display()
             );
         }
-        // A LoRA run predicts with its adapters folded into the base (as `merge-lora`).
-        let weights = match &cfg.train.lora {
+        let params = match &cfg.train.lora {
+            // A LoRA run predicts with its adapters folded into the base (as `merge-lora`).
             Some(l) => {
-                train::adapt::merge_lora(&ckpt.params, l.scale())
-                    .with_context(|| format!("merging the LoRA adapters of {}", dir.display()))?
-                    .0
+                let f32s: Vec<NamedTensor> = stored
+                    .into_iter()
+                    .map(|t| t.into_f32())
+                    .collect::<Result<_>>()?;
+                let (merged, _) = train::adapt::merge_lora(&f32s, l.scale())
+                    .with_context(|| format!("merging the LoRA adapters of {}", dir.display()))?;
+                DeviceParams::upload(client, &merged)?
             }
-            None => ckpt.params,
+            None => DeviceParams::upload_stored(client, &stored)?,
         };
         let tok_path = dir.join(data::tokenizer::TOKENIZER_FILE);
         let tok = WordPiece::load(&tok_path)?;
@@ -382,27 +389,8 @@ impl Predictor {
             }
         };
         g.set_outputs(&outs)?;
-        let mut params = Vec::new();
-        for a in g.args() {
-            if ins.contains(&a) {
-                continue;
-            }
-            let spec = p
-                .specs
-                .iter()
-                .find(|s| s.node == a)
-                .context("a predict-graph argument is neither input nor parameter")?;
-            let tns = weights
-                .iter()
-                .find(|n| n.name == spec.name)
-                .with_context(|| format!("{} has no parameter `{}`", dir.display(), spec.name))?;
-            params.push(client.buffer_from_host(&tns.data, &tns.dims, 0)?);
-        }
-        if g.args()[..3] != ins[..] {
-            bail!("the predict graph takes its data inputs first");
-        }
-        let (_, exe) =
-            train::exec::compile(client, &g, &Default::default(), &CompileOptions::default())?;
+        let prog = Program::compile(client, &g, &p, &params, &[])
+            .with_context(|| format!("binding the weights of {}", dir.display()))?;
         Ok(Predictor {
             task: TaskData::of(&cfg)?,
             cfg,
@@ -411,7 +399,7 @@ impl Predictor {
             batch,
             tok,
             client: client.clone(),
-            exe,
+            prog,
             params,
         })
     }
@@ -433,8 +421,8 @@ impl Predictor {
                     HostArray::F32 { .. } => bail!("text inputs are i32"),
                 })
                 .collect::<Result<_>>()?;
-            let args: Vec<&Buffer> = bufs.iter().chain(&self.params).collect();
-            let res = self.exe.execute1(&args)?;
+            let data: Vec<&Buffer> = bufs.iter().collect();
+            let res = self.prog.run(&self.params, &data)?;
             let host: Vec<Vec<f32>> = res
                 .iter()
                 .map(|r| Ok(r.to_host::<f32>()?))

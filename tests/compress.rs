@@ -555,4 +555,22 @@ fn lora_fine_tunes_a_pretrained_classifier_and_predicts_with_its_adapters() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() < 1e-5, "adapter run {a:?} vs merged {b:?}");
     }
+    // The merged classifier quantized to int8 predicts from its i8 weights too.
+    let q = root.join("q");
+    rxla_ok(&[
+        "compress",
+        "quantize",
+        "--run",
+        &p(&merged),
+        "--out",
+        &p(&q),
+    ]);
+    let stored = params(&newest(&q));
+    assert!(stored
+        .iter()
+        .any(|t| t.name == "h0.attn.q.w" && matches!(t.data, TensorData::I8(_))));
+    let c = probs(&q);
+    for (x, y) in c.iter().zip(&b) {
+        assert!((x - y).abs() < 0.02, "int8 {c:?} vs f32 {b:?}");
+    }
 }
