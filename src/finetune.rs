@@ -24,7 +24,7 @@ use data::wordpiece::WordPiece;
 use data::{DataSource, HostArray};
 
 use crate::config::TrainConfig;
-use crate::generate::program::{DeviceParams, Program};
+use crate::program::{DeviceParams, Program};
 use train::checkpoint::NamedTensor;
 
 pub const KINDS: &[&str] = &["bert-classifier", "bert-span-qa"];

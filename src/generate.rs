@@ -8,7 +8,7 @@
 pub mod bench;
 pub mod encdec;
 pub mod gpt;
-pub mod program;
+pub use crate::program;
 pub mod search;
 
 use std::io::Write;

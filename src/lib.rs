@@ -20,5 +20,6 @@ pub mod keras;
 pub mod launch;
 pub mod predict;
 pub mod pretrained;
+pub mod program;
 pub mod registry;
 pub mod summary;

@@ -1,5 +1,5 @@
-//! A compiled generation program with its parameters bound by name: the parameters live on
-//! device once and every program of a model (prefill, decode, reorder) reads the same buffers.
+//! A compiled program with its parameters bound by name: the parameters live on device once
+//! and every program of a model (prefill, decode, reorder; a classifier's predict) reads them.
 
 use std::collections::HashMap;
 
