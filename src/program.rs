@@ -89,7 +89,6 @@ impl Program {
         }
         let mut args = Vec::new();
         let mut aliases = Vec::new();
-        let mut n_data = 0;
         for (i, a) in g.args().iter().enumerate() {
             match p.specs.iter().find(|s| s.node == *a) {
                 Some(s) => {
@@ -114,21 +113,10 @@ impl Program {
                         aliases.push((i, out));
                     }
                     args.push(Arg::Data);
-                    n_data += 1;
                 }
             }
         }
-        let lower_opts = lower::LowerOptions {
-            aliases,
-            ..Default::default()
-        };
-        let (_, exe) = train::exec::compile(client, g, &lower_opts, &CompileOptions::default())?;
-        Ok(Program {
-            exe,
-            args,
-            n_data,
-            own: Vec::new(),
-        })
+        Program::finish(client, g, args, aliases, Vec::new())
     }
 
     /// [`Program::compile`] over compressed weights: dequantized (or run as two matmuls)
@@ -143,7 +131,7 @@ impl Program {
         use train::compress::quantize::{bind, upload, BoundArg};
         let (bound_g, bound) = bind(g, &p.specs, &params.compressed)?;
         let orig = g.args();
-        let (mut args, mut aliases, mut own, mut n_data) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let (mut args, mut aliases, mut own) = (Vec::new(), Vec::new(), Vec::new());
         for (i, b) in bound.iter().enumerate() {
             match b {
                 BoundArg::Weight(t) => {
@@ -155,16 +143,26 @@ impl Program {
                         aliases.push((i, out));
                     }
                     args.push(Arg::Data);
-                    n_data += 1;
                 }
             }
         }
+        Program::finish(client, &bound_g, args, aliases, own)
+    }
+
+    /// Compiles `g` whose arguments are `args` (`aliases`: donated data input, output).
+    fn finish(
+        client: &Client,
+        g: &Graph,
+        args: Vec<Arg>,
+        aliases: Vec<(usize, usize)>,
+        own: Vec<Buffer>,
+    ) -> Result<Program> {
         let lower_opts = lower::LowerOptions {
             aliases,
             ..Default::default()
         };
-        let (_, exe) =
-            train::exec::compile(client, &bound_g, &lower_opts, &CompileOptions::default())?;
+        let (_, exe) = train::exec::compile(client, g, &lower_opts, &CompileOptions::default())?;
+        let n_data = args.iter().filter(|a| matches!(a, Arg::Data)).count();
         Ok(Program {
             exe,
             args,

@@ -195,10 +195,7 @@ impl EncDec {
         };
         let src_pos = self.positions(g, p, "src_pos", c.src_len)?;
         let tgt_pos = self.positions(g, p, "tgt_pos", c.tgt_len)?;
-        let enc_kernel = c
-            .attention
-            .kernel(false, c.src_len, "model.attention")
-            .map_err(graph::GraphError::Invalid)?;
+        let enc_kernel = self.encoder_kernel().map_err(graph::GraphError::Invalid)?;
         let dense = |causal| AttentionKernel::Dense { causal };
         let mut enc = Vec::new();
         for i in 0..c.enc_layers {
@@ -506,12 +503,15 @@ impl EncDec {
         if !(0.0..1.0).contains(&c.dropout) || !(0.0..1.0).contains(&c.label_smoothing) {
             return Err("model.dropout and model.label_smoothing must be in [0, 1)".into());
         }
+        self.encoder_kernel()?;
+        c.attention.check_dropout(c.dropout, "model.dropout")
+    }
+
+    /// The encoder self-attention's kernel (`model.attention` over `model.src_len`).
+    fn encoder_kernel(&self) -> Result<AttentionKernel, String> {
+        let c = &self.0;
         c.attention
-            .kernel(false, c.src_len, "model.attention")
-            .and_then(|_| c.attention.check_dropout(c.dropout, "model.dropout"))
-            // The kernel's messages say seq_len; the encoder's length is src_len.
-            .map_err(|e| e.replace("model.seq_len", "model.src_len"))?;
-        Ok(())
+            .kernel_over(false, c.src_len, "model.src_len", "model.attention")
     }
 }
 
@@ -630,6 +630,22 @@ mod tests {
             .collect()
     }
 
+    /// `m`'s teacher-forced logits as a graph of `src (batch, src_len)`, `tgt (batch, tgt_len)`.
+    fn logits_graph(m: &EncDec, batch: i64) -> (Graph, Params) {
+        let mut g = Graph::new("encdec");
+        let mut p = Params::new();
+        let (s, t) = (m.0.src_len as i64, m.0.tgt_len as i64);
+        let src = g
+            .input("src", TensorType::new(DType::I32, [batch, s]))
+            .unwrap();
+        let tgt = g
+            .input("tgt", TensorType::new(DType::I32, [batch, t]))
+            .unwrap();
+        let logits = m.logits(&mut g, &mut p, src, tgt, None).unwrap();
+        g.set_outputs(&[logits]).unwrap();
+        (g, p)
+    }
+
     #[test]
     fn source_padding_and_the_future_are_hidden() {
         for (post, pos, shared) in [
@@ -637,12 +653,7 @@ mod tests {
             (true, Positions::Sinusoidal, false),
         ] {
             let m = EncDec(tiny(post, pos, shared));
-            let mut g = Graph::new("encdec");
-            let mut p = Params::new();
-            let src = g.input("src", TensorType::new(DType::I32, [1, 5])).unwrap();
-            let tgt = g.input("tgt", TensorType::new(DType::I32, [1, 4])).unwrap();
-            let logits = m.logits(&mut g, &mut p, src, tgt, None).unwrap();
-            g.set_outputs(&[logits]).unwrap();
+            let (g, p) = logits_graph(&m, 1);
             let vals = values(&p, 1);
             let run = |s: &[i32], t: &[i32]| {
                 let a = args(
@@ -670,12 +681,7 @@ mod tests {
                     src_len: 3,
                     ..m.0.clone()
                 });
-                let mut g = Graph::new("short");
-                let mut p = Params::new();
-                let src = g.input("src", TensorType::new(DType::I32, [1, 3])).unwrap();
-                let tgt = g.input("tgt", TensorType::new(DType::I32, [1, 4])).unwrap();
-                let logits = short.logits(&mut g, &mut p, src, tgt, None).unwrap();
-                g.set_outputs(&[logits]).unwrap();
+                let (g, p) = logits_graph(&short, 1);
                 let a = args(
                     &g,
                     &p,
@@ -703,12 +709,7 @@ mod tests {
                 attention,
                 ..tiny(false, Positions::Learned, true)
             });
-            let mut g = Graph::new("encdec");
-            let mut p = Params::new();
-            let src = g.input("src", TensorType::new(DType::I32, [2, 6])).unwrap();
-            let tgt = g.input("tgt", TensorType::new(DType::I32, [2, 4])).unwrap();
-            let logits = m.logits(&mut g, &mut p, src, tgt, None).unwrap();
-            g.set_outputs(&[logits]).unwrap();
+            let (g, p) = logits_graph(&m, 2);
             let a = args(
                 &g,
                 &p,

@@ -47,7 +47,7 @@ fn one() -> usize {
 }
 
 impl AttentionConfig {
-    /// The kernel for sequences of `seq_len` tokens; errors name the keys under `key`
+    /// The kernel for sequences of `model.seq_len` tokens; errors name the keys under `key`
     /// (`model.attention`) and the numbers.
     pub fn kernel(
         &self,
@@ -55,7 +55,19 @@ impl AttentionConfig {
         seq_len: usize,
         key: &str,
     ) -> Result<AttentionKernel, String> {
-        let t = seq_len;
+        self.kernel_over(causal, seq_len, "model.seq_len", key)
+    }
+
+    /// [`Self::kernel`] for sequences whose length is config key `len_key` (an
+    /// encoder–decoder's `model.src_len`).
+    pub fn kernel_over(
+        &self,
+        causal: bool,
+        len: usize,
+        len_key: &str,
+        key: &str,
+    ) -> Result<AttentionKernel, String> {
+        let t = len;
         let positive = |name: &str, v: usize| {
             if v == 0 {
                 Err(format!("{key}.{name} must be at least 1, got 0"))
@@ -70,7 +82,7 @@ impl AttentionConfig {
                 Ok(t as i64)
             } else if !t.is_multiple_of(v) {
                 Err(format!(
-                    "{key}.{name} ({v}) must divide model.seq_len ({t}): {t} = {} x {v} + {}",
+                    "{key}.{name} ({v}) must divide {len_key} ({t}): {t} = {} x {v} + {}",
                     t / v,
                     t % v
                 ))
@@ -99,7 +111,7 @@ impl AttentionConfig {
                 if global > t || !global.is_multiple_of(b as usize) {
                     return Err(format!(
                         "{key}.global ({global}) must be a multiple of {key}.block ({b}) \
-                         and at most model.seq_len ({t})"
+                         and at most {len_key} ({t})"
                     ));
                 }
                 AttentionKernel::BlockSparse {
@@ -115,7 +127,7 @@ impl AttentionConfig {
                 positive("shape[1]", c)?;
                 if r * c != t {
                     return Err(format!(
-                        "{key}.shape [{r}, {c}] has {} positions but model.seq_len is {t} \
+                        "{key}.shape [{r}, {c}] has {} positions but {len_key} is {t} \
                          (R x C must equal T)",
                         r * c
                     ));

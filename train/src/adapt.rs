@@ -303,13 +303,14 @@ impl LoraConfig {
                  [\"h\\\\d+\\\\.attn\", \"h\\\\d+\\\\.mlp\\\\.fc\"]"
             );
         }
-        for t in &self.targets {
-            crate::groups::pattern(t)
-                .map_err(|e| anyhow::anyhow!("config key `train.lora.targets`: {e:#}"))?;
-        }
-        for t in &self.modules_to_save {
-            crate::groups::pattern(t)
-                .map_err(|e| anyhow::anyhow!("config key `train.lora.modules_to_save`: {e:#}"))?;
+        for (key, patterns) in [
+            ("targets", &self.targets),
+            ("modules_to_save", &self.modules_to_save),
+        ] {
+            for t in patterns {
+                crate::groups::pattern(t)
+                    .map_err(|e| anyhow::anyhow!("config key `train.lora.{key}`: {e:#}"))?;
+            }
         }
         Ok(())
     }

@@ -65,8 +65,8 @@ impl ParamGroups {
             for (p, re) in self.train_only.iter().zip(&res) {
                 if !names.iter().any(|n| re.is_match(n)) {
                     bail!(
-                        "config key `train.lora.modules_to_save`: `{p}` matches no parameter \
-                         (names: {})",
+                        "config key `train.lora` (its adapters and `modules_to_save`): `{p}` \
+                         matches no parameter (names: {})",
                         sample()
                     );
                 }
