@@ -84,8 +84,38 @@ impl Program {
         params: &DeviceParams,
         donate: &[(NodeId, usize)],
     ) -> Result<Program> {
+        Program::compile_with(client, g, p, params, donate, &CompileOptions::default())
+    }
+
+    /// [`Program::compile`] for a one-token decode step: on CPU its matrix-vector products run
+    /// on the calling thread, since waking Eigen's pool for them costs more than they do.
+    pub fn compile_decode(
+        client: &Client,
+        g: &Graph,
+        p: &Params,
+        params: &DeviceParams,
+        donate: &[(NodeId, usize)],
+    ) -> Result<Program> {
+        let mut opts = CompileOptions::default();
+        if client.platform_name().eq_ignore_ascii_case("cpu") {
+            opts.xla_options.push((
+                "xla_cpu_multi_thread_eigen".into(),
+                runtime::XlaOption::Bool(false),
+            ));
+        }
+        Program::compile_with(client, g, p, params, donate, &opts)
+    }
+
+    fn compile_with(
+        client: &Client,
+        g: &Graph,
+        p: &Params,
+        params: &DeviceParams,
+        donate: &[(NodeId, usize)],
+        opts: &CompileOptions,
+    ) -> Result<Program> {
         if !params.compressed.is_empty() {
-            return Program::compile_bound(client, g, p, params, donate);
+            return Program::compile_bound(client, g, p, params, donate, opts);
         }
         let mut args = Vec::new();
         let mut aliases = Vec::new();
@@ -116,7 +146,7 @@ impl Program {
                 }
             }
         }
-        Program::finish(client, g, args, aliases, Vec::new())
+        Program::finish(client, g, args, aliases, Vec::new(), opts)
     }
 
     /// [`Program::compile`] over compressed weights: dequantized (or run as two matmuls)
@@ -127,6 +157,7 @@ impl Program {
         p: &Params,
         params: &DeviceParams,
         donate: &[(NodeId, usize)],
+        opts: &CompileOptions,
     ) -> Result<Program> {
         use train::compress::quantize::{bind, upload, BoundArg};
         let (bound_g, bound) = bind(g, &p.specs, &params.compressed)?;
@@ -146,7 +177,7 @@ impl Program {
                 }
             }
         }
-        Program::finish(client, &bound_g, args, aliases, own)
+        Program::finish(client, &bound_g, args, aliases, own, opts)
     }
 
     /// Compiles `g` whose arguments are `args` (`aliases`: donated data input, output).
@@ -156,12 +187,13 @@ impl Program {
         args: Vec<Arg>,
         aliases: Vec<(usize, usize)>,
         own: Vec<Buffer>,
+        opts: &CompileOptions,
     ) -> Result<Program> {
         let lower_opts = lower::LowerOptions {
             aliases,
             ..Default::default()
         };
-        let (_, exe) = train::exec::compile(client, g, &lower_opts, &CompileOptions::default())?;
+        let (_, exe) = train::exec::compile(client, g, &lower_opts, opts)?;
         let n_data = args.iter().filter(|a| matches!(a, Arg::Data)).count();
         Ok(Program {
             exe,

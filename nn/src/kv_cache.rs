@@ -144,10 +144,12 @@ pub fn cached_self_attention(
     let [q, k, v] = project_qkv(g, w, x)?;
     let zero = g.scalar(0.0, DType::I32)?;
     let at = [zero, zero, pos, zero];
-    let cache = KvCache {
-        k: g.dynamic_update_slice(cache.k, k, &at)?,
-        v: g.dynamic_update_slice(cache.v, v, &at)?,
-    };
+    let k = g.dynamic_update_slice(cache.k, k, &at)?;
+    let v = g.dynamic_update_slice(cache.v, v, &at)?;
+    // Without the barrier XLA fuses each update into both of its readers (the attention and
+    // the returned cache), and every copy of it starts by copying the whole cache.
+    let kv = g.optimization_barrier(&[k, v])?;
+    let cache = KvCache { k: kv[0], v: kv[1] };
     let y = masked_attention(g, q, cache.k, cache.v, visible)?;
     Ok((merge_heads(g, w, y)?, cache))
 }

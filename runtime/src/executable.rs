@@ -20,6 +20,18 @@ pub struct CompileOptions {
     pub use_shardy_partitioner: bool,
     /// Device ids, `[replica][partition]`; `None` lets the plugin choose.
     pub device_assignment: Option<Vec<Vec<i64>>>,
+    /// XLA debug options for this program only (`env_option_overrides`), e.g.
+    /// `("xla_cpu_multi_thread_eigen", XlaOption::Bool(false))`.
+    pub xla_options: Vec<(String, XlaOption)>,
+}
+
+/// The value of one XLA debug option override.
+#[derive(Debug, Clone, PartialEq)]
+pub enum XlaOption {
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Str(String),
 }
 
 impl Default for CompileOptions {
@@ -30,6 +42,7 @@ impl Default for CompileOptions {
             use_spmd_partitioning: false,
             use_shardy_partitioner: false,
             device_assignment: None,
+            xla_options: Vec::new(),
         }
     }
 }
@@ -77,7 +90,19 @@ impl CompileOptions {
                 device_assignment,
                 use_shardy_partitioner: self.use_shardy_partitioner,
             }),
-            env_option_overrides: Default::default(),
+            env_option_overrides: self
+                .xla_options
+                .iter()
+                .map(|(k, v)| {
+                    let value = match v {
+                        XlaOption::Bool(b) => proto::OptionOverrideValue::Bool(*b),
+                        XlaOption::Int(i) => proto::OptionOverrideValue::Int(*i),
+                        XlaOption::Double(d) => proto::OptionOverrideValue::Double(*d),
+                        XlaOption::Str(s) => proto::OptionOverrideValue::String(s.clone()),
+                    };
+                    (k.clone(), proto::OptionOverrideProto { value: Some(value) })
+                })
+                .collect(),
         };
         Ok(msg.encode_to_vec())
     }

@@ -27,7 +27,7 @@ pub use buffer::Buffer;
 pub use client::{Client, CreateOptions, Device, DeviceMemoryStats};
 pub use dtype::{ElementType, NativeType, TensorSpec};
 pub use error::{Error, ErrorCode, Result};
-pub use executable::{CompileOptions, Executable, MemoryStats};
+pub use executable::{CompileOptions, Executable, MemoryStats, XlaOption};
 pub use global::{GlobalDevices, MeshDevice};
 pub use half::{bf16, f16};
 pub use kv::{KeyValueStore, KvError};

@@ -10,8 +10,9 @@ use crate::dtype::{ElementType, TensorSpec};
 pub struct CompileOptionsProto {
     #[prost(message, optional, tag = "3")]
     pub executable_build_options: Option<ExecutableBuildOptionsProto>,
-    #[prost(map = "string, message", tag = "7")]
-    pub env_option_overrides: std::collections::HashMap<String, OptionOverrideProto>,
+    // Ordered, so equal options encode to equal bytes (the compile cache's key).
+    #[prost(btree_map = "string, message", tag = "7")]
+    pub env_option_overrides: std::collections::BTreeMap<String, OptionOverrideProto>,
 }
 
 #[derive(Clone, PartialEq, Message)]

@@ -112,8 +112,12 @@ impl CachedGpt {
         // Decode: one token per row at column `pos`; the caches are donated to the outputs.
         let mut g = Graph::new("gpt_decode");
         let mut p = Params::new();
-        let tokens = g.input("tokens", TensorType::new(DType::I32, [b, 1]))?;
-        let pos = g.input("pos", TensorType::scalar(DType::I32))?;
+        // One host upload per token: each row's new token, then the column `pos`.
+        let step = g.input("step", TensorType::new(DType::I32, [b + 1]))?;
+        let tokens = g.slice_dim(step, 0, 0, b)?;
+        let tokens = g.reshape(tokens, [b, 1])?;
+        let pos = g.slice_dim(step, 0, b, b + 1)?;
+        let pos = g.reshape(pos, [])?;
         let start = g.input("start", TensorType::new(DType::I32, [b]))?;
         let mut ins = Vec::new();
         for l in 0..cfg.n_layers {
@@ -133,7 +137,7 @@ impl CachedGpt {
             .enumerate()
             .map(|(i, n)| (n, i + 1))
             .collect();
-        let decode = Program::compile(client, &g, &p, &params, &donate)?;
+        let decode = Program::compile_decode(client, &g, &p, &params, &donate)?;
         Ok(CachedGpt {
             client: client.clone(),
             params,
@@ -227,11 +231,11 @@ impl Decoder for CachedGpt {
             return self.run_prefill(&rows);
         }
         let b = self.batch as i64;
-        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-        let tok = self.client.buffer_from_host(&ids, &[b, 1], 0)?;
-        let pos = self.client.buffer_from_host(&[self.pos as i32], &[], 0)?;
+        let mut ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        ids.push(self.pos as i32);
+        let step = self.client.buffer_from_host(&ids, &[b + 1], 0)?;
         let start = self.start.as_ref().expect("prefilled");
-        let mut data: Vec<&Buffer> = vec![&tok, &pos, start];
+        let mut data: Vec<&Buffer> = vec![&step, start];
         data.extend(self.caches.iter());
         let mut out = self.decode.run(&self.params, &data)?;
         self.caches = out.split_off(1);

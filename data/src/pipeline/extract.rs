@@ -41,7 +41,9 @@ pub fn extract_html(html: &str, url: Option<&str>) -> std::result::Result<Extrac
         ..Default::default()
     };
     let url = url.filter(|u| u.starts_with("http://") || u.starts_with("https://"));
-    let mut r = dom_smoothie::Readability::new(html, url, Some(cfg)).map_err(|_| "bad_url")?;
+    let html = strip_inert(html);
+    let mut r =
+        dom_smoothie::Readability::new(html.as_ref(), url, Some(cfg)).map_err(|_| "bad_url")?;
     let article = r.parse().map_err(|_| "no_main_text")?;
     let text = tidy(&article.text_content);
     if text.is_empty() {
@@ -55,9 +57,80 @@ pub fn extract_html(html: &str, url: Option<&str>) -> std::result::Result<Extrac
     })
 }
 
+/// `html` without the bodies of `<script>` (JSON-LD kept: Readability reads its metadata)
+/// and `<style>` elements and without comments: none of it is text, and on news pages it
+/// is most of the bytes, which the HTML tokenizer would otherwise walk one state at a time.
+/// The cuts follow the tokenizer's own rules (a script's body ends at the first
+/// `</script`, a comment at `-->`), so the parsed document is the same minus those nodes.
+pub fn strip_inert(html: &str) -> std::borrow::Cow<'_, str> {
+    let b = html.as_bytes();
+    let mut out = String::new();
+    let (mut copied, mut i) = (0, 0);
+    while let Some(off) = memchr::memchr(b'<', &b[i..]) {
+        let lt = i + off;
+        let rest = &b[lt + 1..];
+        let cut = if rest.starts_with(b"!--") {
+            // A comment: up to and including `-->` (or the end of the page).
+            let end = memchr::memmem::find(&b[lt + 4..], b"-->");
+            Some((lt, end.map_or(b.len(), |e| lt + 4 + e + 3)))
+        } else {
+            ["script", "style"].into_iter().find_map(|tag| {
+                let n = tag.len();
+                let named = rest.len() > n
+                    && rest[..n].eq_ignore_ascii_case(tag.as_bytes())
+                    && matches!(
+                        rest[n],
+                        b'>' | b'/' | b' ' | b'\t' | b'\n' | b'\r' | b'\x0c'
+                    );
+                if !named {
+                    return None;
+                }
+                let open_end = lt + 1 + html[lt + 1..].find('>')? + 1;
+                if tag == "script" && html[lt..open_end].to_ascii_lowercase().contains("ld+json") {
+                    return None;
+                }
+                // Keep the tags, drop the body: the element stays where it was.
+                Some((open_end, find_close(html, open_end, tag)))
+            })
+        };
+        match cut {
+            Some((from, to)) => {
+                out.push_str(&html[copied..from]);
+                copied = to;
+                i = to.max(lt + 1);
+            }
+            None => i = lt + 1,
+        }
+        if i >= b.len() {
+            break;
+        }
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(html);
+    }
+    out.push_str(&html[copied.min(b.len())..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// Where the closing `</tag` (any case) after `from` starts, or the end of the page.
+fn find_close(html: &str, from: usize, tag: &str) -> usize {
+    let b = html.as_bytes();
+    let mut i = from;
+    while let Some(off) = memchr::memmem::find(&b[i..], b"</") {
+        let at = i + off;
+        let name = &b[at + 2..];
+        if name.len() >= tag.len() && name[..tag.len()].eq_ignore_ascii_case(tag.as_bytes()) {
+            return at;
+        }
+        i = at + 2;
+    }
+    b.len()
+}
+
 /// The language of a text (ISO 639-3) and `whatlang`'s confidence.
 pub fn language(text: &str) -> Option<(String, f64)> {
-    let sample = &text[..floor_char(text, 20_000)];
+    // A few thousand bytes decide it; more only costs time.
+    let sample = &text[..floor_char(text, 4_000)];
     whatlang::detect(sample).map(|i| (i.lang().code().to_string(), i.confidence()))
 }
 
@@ -142,7 +215,8 @@ pub fn run(task: &Task, r: &mut Report, max_page_bytes: usize) -> Result<()> {
                 r.docs_out += 1;
                 w.write(&d)?;
             }
-            _ => r.reject("unsupported"),
+            SourceKind::Rejected(why) => r.reject(why),
+            SourceKind::Warc => r.reject("unsupported"),
         }
         Ok(())
     };
@@ -179,6 +253,36 @@ mod tests {
             assert!(!e.text.contains(junk), "{junk} in {}", e.text);
         }
         assert_eq!(e.lang.unwrap().0, "eng");
+    }
+
+    #[test]
+    fn scripts_styles_and_comments_are_cut_before_parsing() {
+        let html = "<p>a</p><script type=\"text/javascript\">var s = '<p>no</p>';</SCRIPT>\
+                    <style>p { x: '</p>' }</style><!-- <p>hidden</p> --><p>b</p>\
+                    <script type=\"application/ld+json\">{\"headline\": \"H\"}</script>\
+                    <scripts>kept</scripts><!-- open to the end";
+        assert_eq!(
+            strip_inert(html),
+            "<p>a</p><script type=\"text/javascript\"></SCRIPT><style></style><p>b</p>\
+             <script type=\"application/ld+json\">{\"headline\": \"H\"}</script>\
+             <scripts>kept</scripts>"
+        );
+        assert!(matches!(
+            strip_inert("<p>plain</p>"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // Cut mid-way through a tag or at the very end: never a panic.
+        for s in [
+            "<script",
+            "<script>",
+            "<style x",
+            "<!--",
+            "<!-",
+            "<",
+            "a<script>b</scr",
+        ] {
+            let _ = strip_inert(s);
+        }
     }
 
     #[test]

@@ -18,8 +18,10 @@ pub enum SourceKind {
     Html,
     /// A document whose text is already plain (a wiki article, a document shard's line).
     Text,
-    /// A WARC archive (read by the WARC module, when built in).
+    /// A WARC archive (only as a source's file kind; its pages come out as `Html`).
     Warc,
+    /// A record that gave nothing, and why (a damaged WARC record, a non-HTML response).
+    Rejected(&'static str),
 }
 
 /// One item of a source.
@@ -91,8 +93,9 @@ pub fn sources_from_inputs(inputs: &[PathBuf]) -> Result<Vec<Source>> {
     }
     if out.is_empty() {
         bail!(
-            "no inputs found in {inputs:?}: extract reads *.html/*.htm pages, MediaWiki dumps \
-             (*.xml, *.xml.bz2) and document shards (*.jsonl[.zst])"
+            "no inputs found in {inputs:?}: extract reads *.html/*.htm pages, WARC archives \
+             (*.warc, *.warc.gz), MediaWiki dumps (*.xml, *.xml.bz2) and document shards \
+             (*.jsonl[.zst])"
         );
     }
     Ok(out)
@@ -122,9 +125,10 @@ pub fn for_each_item(
         let kind = kind_of(f).unwrap_or("");
         match kind {
             "html" => {
-                let mut bytes = Vec::new();
                 let file =
                     std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+                let len = file.metadata().map_or(0, |m| m.len()) as usize;
+                let mut bytes = Vec::with_capacity(len.min(MAX_PAGE_BYTES * 4) + 1);
                 file.take(MAX_PAGE_BYTES as u64 * 4)
                     .read_to_end(&mut bytes)
                     .with_context(|| format!("reading {}", f.display()))?;
@@ -190,13 +194,118 @@ pub fn for_each_item(
                     }
                 }
             }
-            "warc" => bail!(
-                "{}: WARC input is read by the WARC module (data/src/pipeline/warc.rs), not \
-                 built into this binary yet",
-                f.display()
-            ),
+            "warc" => warc_items(f, r, each)?,
             _ => bail!("{}: unknown input kind", f.display()),
         }
     }
     Ok(())
+}
+
+/// The pages of a WARC file: every `response` record's HTTP body, in file order, as an HTML
+/// item (URL from `WARC-Target-URI`); a response that is not a 2xx HTML page, and every
+/// record the reader had to skip (cut short, corrupt gzip, bad header), as a `Rejected` item
+/// with its reason, so each is counted once over all shards. Other record types (request,
+/// warcinfo, metadata, revisit) are counted, not items.
+fn warc_items(
+    f: &Path,
+    r: &mut Report,
+    each: &mut dyn FnMut(Item, &mut Report) -> Result<()>,
+) -> Result<()> {
+    use super::warc::{RecordType, WarcReader};
+    let file = std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+    let mut reader = WarcReader::new(std::io::BufReader::new(file));
+    let mut seen_skips: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let mut other = 0u64;
+    let rejected = |why: &'static str, at: u64| Item {
+        kind: SourceKind::Rejected(why),
+        id: format!("warc:{}@{at}", f.display()),
+        url: None,
+        bytes: Vec::new(),
+        doc: None,
+        size: 0,
+    };
+    loop {
+        let next = reader.next();
+        // Records the reader skipped to get here, one rejected item each.
+        for (&why, &n) in &reader.stats().skipped {
+            let before = seen_skips.entry(why).or_default();
+            for k in *before..n {
+                each(rejected(why, k), r)?;
+            }
+            *before = n;
+        }
+        let rec = match next {
+            None => break,
+            Some(Ok(rec)) => rec,
+            Some(Err(e)) => {
+                eprintln!(
+                    "rxla data: {}: {e}; kept the records before it",
+                    f.display()
+                );
+                each(rejected("damaged_input", u64::MAX), r)?;
+                break;
+            }
+        };
+        if rec.record_type() != RecordType::Response {
+            other += 1;
+            continue;
+        }
+        let url = rec.target_uri().map(str::to_string);
+        let id = match rec.record_id() {
+            Some(i) => format!("warc:{}", i.trim_start_matches('<').trim_end_matches('>')),
+            None => format!("warc:{}@{}", f.display(), rec.offset),
+        };
+        let size = rec.block.len() as u64;
+        let page = match rec.http() {
+            Err(_) => Err("bad_http"),
+            Ok(h) if !h.status.is_some_and(|s| (200..300).contains(&s)) => Err("http_status"),
+            Ok(h)
+                if !h
+                    .mime()
+                    .is_none_or(|m| m == "text/html" || m == "application/xhtml+xml") =>
+            {
+                Err("not_html")
+            }
+            Ok(h) => decode_body(&h),
+        };
+        let item = match page {
+            Ok(bytes) => Item {
+                kind: SourceKind::Html,
+                id,
+                url,
+                bytes,
+                doc: None,
+                size,
+            },
+            Err(why) => Item {
+                size,
+                url,
+                ..rejected(why, rec.offset)
+            },
+        };
+        each(item, r)?;
+    }
+    r.count("warc_other_records", other);
+    Ok(())
+}
+
+/// A response body with its `Content-Encoding` (gzip, deflate) undone.
+fn decode_body(h: &super::warc::HttpMessage) -> std::result::Result<Vec<u8>, &'static str> {
+    let enc = h
+        .header_str("Content-Encoding")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let mut out = Vec::new();
+    let limit = MAX_PAGE_BYTES as u64 * 4;
+    let res = match enc.as_str() {
+        "" | "identity" => return Ok(h.body.clone()),
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&h.body[..])
+            .take(limit)
+            .read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(&h.body[..])
+            .take(limit)
+            .read_to_end(&mut out),
+        _ => return Err("unsupported_encoding"),
+    };
+    res.map(|_| out).map_err(|_| "bad_encoding")
 }
