@@ -174,6 +174,10 @@ pub fn run(task: &Task, r: &mut Report, max_page_bytes: usize) -> Result<()> {
         if !mine {
             return Ok(());
         }
+        if let SourceKind::Counted(name) = item.kind {
+            r.count(name, 1);
+            return Ok(());
+        }
         r.docs_in += 1;
         r.bytes_in += item.size;
         match item.kind {
@@ -216,7 +220,7 @@ pub fn run(task: &Task, r: &mut Report, max_page_bytes: usize) -> Result<()> {
                 w.write(&d)?;
             }
             SourceKind::Rejected(why) => r.reject(why),
-            SourceKind::Warc => r.reject("unsupported"),
+            SourceKind::Warc | SourceKind::Counted(_) => r.reject("unsupported"),
         }
         Ok(())
     };

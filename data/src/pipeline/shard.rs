@@ -184,11 +184,15 @@ pub fn run_tasks(
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     remove_stale(out_dir, all, ext)?;
     let mut total = Report::new(stage);
+    let bar = progress(stage, all, shard);
     for (owner, task) in all {
         if *owner != shard.index {
             continue;
         }
+        bar.set_message(task.source.name.clone());
+        let task_bytes = input_bytes(task);
         if let Some(done) = finished(&task.output) {
+            bar.inc(task_bytes);
             total.merge(&Report {
                 tasks_run: 0,
                 tasks_skipped: 1,
@@ -208,7 +212,9 @@ pub fn run_tasks(
         let json = serde_json::to_value(&r)?;
         files::write_json_atomic(&sidecar(&task.output), &json)?;
         total.merge(&r);
+        bar.inc(task_bytes);
     }
+    bar.finish_and_clear();
     total.mb_per_s = {
         let run_secs = total.seconds;
         if run_secs > 0.0 {
@@ -223,6 +229,40 @@ pub fn run_tasks(
     ));
     files::write_json_atomic(&path, &serde_json::to_value(&total)?)?;
     Ok(total)
+}
+
+/// Bytes of a task's input files (what its progress counts).
+fn input_bytes(task: &Task) -> u64 {
+    let n: u64 = task
+        .source
+        .files
+        .iter()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    match task.part {
+        Some((_, parts)) => n / parts.max(1) as u64,
+        None => n,
+    }
+}
+
+/// A progress bar over this shard's input bytes (drawn only when stderr is a terminal).
+fn progress(stage: &str, all: &[(usize, Task)], shard: Shard) -> indicatif::ProgressBar {
+    let total: u64 = all
+        .iter()
+        .filter(|(o, _)| *o == shard.index)
+        .map(|(_, t)| input_bytes(t))
+        .sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {stage} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{elapsed}} {{msg}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 /// Finished outputs (with their sidecars) in `out_dir` that `all` does not produce.

@@ -22,6 +22,9 @@ pub enum SourceKind {
     Warc,
     /// A record that gave nothing, and why (a damaged WARC record, a non-HTML response).
     Rejected(&'static str),
+    /// Not a document at all (a wiki redirect, a WARC request record): only counted, under
+    /// this name. An item, so that each shard counts only its own share.
+    Counted(&'static str),
 }
 
 /// One item of a source.
@@ -147,11 +150,9 @@ pub fn for_each_item(
             }
             "wiki" => {
                 let input = super::wiki::open_dump(f)?;
-                let mut skipped = 0u64;
                 let res = super::wiki::for_each_page(input, |p| {
                     if !super::wiki::is_article(&p) {
-                        skipped += 1;
-                        return Ok(());
+                        return each(counted("non_article_pages"), r);
                     }
                     let bytes = p.wikitext.len();
                     each(
@@ -167,7 +168,6 @@ pub fn for_each_item(
                     )?;
                     Ok(())
                 });
-                r.count("non_article_pages", skipped);
                 if let Err(e) = res {
                     r.reject("damaged_input");
                     eprintln!(
@@ -215,7 +215,6 @@ fn warc_items(
     let file = std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
     let mut reader = WarcReader::new(std::io::BufReader::new(file));
     let mut seen_skips: std::collections::BTreeMap<&'static str, u64> = Default::default();
-    let mut other = 0u64;
     let rejected = |why: &'static str, at: u64| Item {
         kind: SourceKind::Rejected(why),
         id: format!("warc:{}@{at}", f.display()),
@@ -247,7 +246,7 @@ fn warc_items(
             }
         };
         if rec.record_type() != RecordType::Response {
-            other += 1;
+            each(counted("warc_other_records"), r)?;
             continue;
         }
         let url = rec.target_uri().map(str::to_string);
@@ -285,8 +284,18 @@ fn warc_items(
         };
         each(item, r)?;
     }
-    r.count("warc_other_records", other);
     Ok(())
+}
+
+fn counted(name: &'static str) -> Item {
+    Item {
+        kind: SourceKind::Counted(name),
+        id: String::new(),
+        url: None,
+        bytes: Vec::new(),
+        doc: None,
+        size: 0,
+    }
 }
 
 /// A response body with its `Content-Encoding` (gzip, deflate) undone.
