@@ -117,13 +117,45 @@ fn cached_greedy_equals_recompute_for_prompts_of_different_lengths() {
     );
 }
 
+/// A decoder that only steps one token per call (the trait's default `greedy_steps`).
+struct OneStep<'a>(&'a mut CachedGpt);
+
+impl Decoder for OneStep<'_> {
+    fn batch(&self) -> usize {
+        self.0.batch()
+    }
+    fn vocab(&self) -> usize {
+        self.0.vocab()
+    }
+    fn prefill(&mut self, prompts: &[Vec<u32>]) -> anyhow::Result<Vec<f32>> {
+        self.0.prefill(prompts)
+    }
+    fn step(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        self.0.step(tokens)
+    }
+    fn reorder(&mut self, parents: &[usize]) -> anyhow::Result<()> {
+        self.0.reorder(parents)
+    }
+}
+
 #[test]
 fn generation_runs_past_the_context_and_beam_search_matches_recompute() {
     let client = cpu_client(1).unwrap();
     // Past the context: the cache restarts from the last half window; 40 tokens > 24.
     let (mut cached, _) = decoders(&client, 4);
-    let (a, _) = run(&mut cached, &SampleOptions::greedy(40));
+    let (a, la) = run(&mut cached, &SampleOptions::greedy(40));
     assert!(a.iter().all(|t| t.len() == 40));
+    // The same decoder one token per call (no multi-token greedy program): the same tokens
+    // and logits, through chunks, single steps and the restarts.
+    let (mut single, _) = decoders(&client, 4);
+    let (b, lb) = run(&mut OneStep(&mut single), &SampleOptions::greedy(40));
+    assert_eq!(a, b);
+    let worst = la
+        .iter()
+        .flatten()
+        .zip(lb.iter().flatten())
+        .fold(0f32, |w, (x, y)| w.max((x - y).abs()));
+    assert!(worst < 1e-4, "chunked vs one-step logits differ by {worst}");
 
     let (mut cached, mut re) = decoders(&client, 3);
     let prompt = vec![4, 8, 15, 16, 23];

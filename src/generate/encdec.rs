@@ -136,7 +136,7 @@ impl CachedEncDec {
             .enumerate()
             .map(|(i, n)| (n, i + 1))
             .collect();
-        let decode = Program::compile_decode(client, &g, &p, &params, &donate)?;
+        let decode = Program::compile_decode(client, &g, &p, &params, &donate, batch)?;
         Ok(CachedEncDec {
             client: client.clone(),
             params,

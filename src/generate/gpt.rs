@@ -11,7 +11,7 @@ use nn::kv_cache::KvCache;
 use runtime::{Buffer, Client};
 
 use super::program::{DeviceParams, Program};
-use super::search::Decoder;
+use super::search::{Decoder, GreedyChunk, GREEDY_CHUNK};
 
 fn check_prompts(prompts: &[Vec<u32>], batch: usize, vocab: usize, context: usize) -> Result<()> {
     if prompts.len() != batch {
@@ -50,6 +50,8 @@ pub struct CachedGpt {
     params: DeviceParams,
     prefill: Program,
     decode: Program,
+    /// [`GREEDY_CHUNK`] greedy steps in one program, compiled on first use.
+    greedy: Option<Program>,
     reorder: Option<Program>,
     cfg: GptConfig,
     batch: usize,
@@ -137,12 +139,13 @@ impl CachedGpt {
             .enumerate()
             .map(|(i, n)| (n, i + 1))
             .collect();
-        let decode = Program::compile_decode(client, &g, &p, &params, &donate)?;
+        let decode = Program::compile_decode(client, &g, &p, &params, &donate, batch)?;
         Ok(CachedGpt {
             client: client.clone(),
             params,
             prefill,
             decode,
+            greedy: None,
             reorder: None,
             cfg: cfg.clone(),
             batch,
@@ -151,6 +154,64 @@ impl CachedGpt {
             pos: 0,
             rows: vec![Vec::new(); batch],
         })
+    }
+
+    /// `GREEDY_CHUNK` decode steps unrolled in one program: each step's argmax (first
+    /// maximum, as the host's) is the next step's token, so one call makes that many greedy
+    /// tokens and the per-call cost (dispatch, uploads, waits) is paid once. Inputs: `step`
+    /// `[tokens (B), pos]`, `start`, the caches (donated); outputs: logits `(K, B, V)`,
+    /// tokens `(K, B)` i32, the caches.
+    fn greedy_program(&mut self) -> Result<&Program> {
+        if self.greedy.is_none() {
+            let model = Gpt(self.cfg.clone());
+            let (b, v) = (self.batch as i64, self.cfg.vocab_size as i64);
+            let mut g = Graph::new("gpt_decode_greedy");
+            let mut p = Params::new();
+            let step = g.input("step", TensorType::new(DType::I32, [b + 1]))?;
+            let start = g.input("start", TensorType::new(DType::I32, [b]))?;
+            let mut caches = Vec::new();
+            for l in 0..self.cfg.n_layers {
+                caches.push(KvCache {
+                    k: g.input(&format!("k{l}"), model.cache_type(self.batch))?,
+                    v: g.input(&format!("v{l}"), model.cache_type(self.batch))?,
+                });
+            }
+            let ins: Vec<NodeId> = caches.iter().flat_map(|c| [c.k, c.v]).collect();
+            let w = model.declare_cached(&mut g, &mut p)?;
+            let tok = g.slice_dim(step, 0, 0, b)?;
+            let mut tokens = g.reshape(tok, [b, 1])?;
+            let pos0 = g.slice_dim(step, 0, b, b + 1)?;
+            let pos0 = g.reshape(pos0, [])?;
+            let (mut all_logits, mut all_tokens) = (Vec::new(), Vec::new());
+            for k in 0..GREEDY_CHUNK {
+                let off = g.scalar(k as f64, DType::I32)?;
+                let pos = g.add(pos0, off)?;
+                let (logits, next) = model.apply_cached(&mut g, &w, tokens, pos, start, &caches)?;
+                caches = next;
+                let row = g.reshape(logits, [b, v])?;
+                let pick = g.argmax(row, 1)?; // (B,) i32
+                all_logits.push(g.reshape(row, [1, b, v])?);
+                all_tokens.push(g.reshape(pick, [1, b])?);
+                tokens = g.reshape(pick, [b, 1])?;
+            }
+            let mut outs = vec![
+                g.concatenate(&all_logits, 0)?,
+                g.concatenate(&all_tokens, 0)?,
+            ];
+            outs.extend(caches.iter().flat_map(|c| [c.k, c.v]));
+            g.set_outputs(&outs)?;
+            let donate: Vec<(NodeId, usize)> =
+                ins.iter().enumerate().map(|(i, &n)| (n, i + 2)).collect();
+            self.greedy = Some(Program::compile_decode(
+                &self.client,
+                &g,
+                &p,
+                &self.params,
+                &donate,
+                self.batch,
+            )?);
+        }
+        Ok(self.greedy.as_ref().expect("just compiled"))
     }
 
     /// Row `b` takes row `parents[b]`'s caches: a gather over the batch dim, compiled on
@@ -241,6 +302,34 @@ impl Decoder for CachedGpt {
         self.caches = out.split_off(1);
         self.pos += 1;
         Ok(out[0].to_host::<f32>()?)
+    }
+
+    fn greedy_steps(&mut self, tokens: &[u32]) -> Result<Option<GreedyChunk>> {
+        // Only where all of the chunk's columns fit in the cache (else single steps, which
+        // restart a full cache).
+        if self.pos + GREEDY_CHUNK > self.cfg.seq_len {
+            return Ok(None);
+        }
+        let b = self.batch;
+        let mut ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        ids.push(self.pos as i32);
+        let step = self.client.buffer_from_host(&ids, &[b as i64 + 1], 0)?;
+        self.greedy_program()?;
+        let prog = self.greedy.as_ref().expect("compiled");
+        let start = self.start.as_ref().expect("prefilled");
+        let mut data: Vec<&Buffer> = vec![&step, start];
+        data.extend(self.caches.iter());
+        let mut out = prog.run(&self.params, &data)?;
+        self.caches = out.split_off(2);
+        let chosen: Vec<u32> = out[1].to_host::<i32>()?.iter().map(|&t| t as u32).collect();
+        let logits = out[0].to_host::<f32>()?;
+        // The cache now holds `tokens` and the chunk's first K-1 choices.
+        for (r, row) in self.rows.iter_mut().enumerate() {
+            row.push(tokens[r]);
+            row.extend((0..GREEDY_CHUNK - 1).map(|k| chosen[k * b + r]));
+        }
+        self.pos += GREEDY_CHUNK;
+        Ok(Some(GreedyChunk { logits, chosen }))
     }
 
     fn reorder(&mut self, parents: &[usize]) -> Result<()> {

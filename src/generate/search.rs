@@ -18,6 +18,22 @@ pub trait Decoder {
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
     /// Row `b` becomes a copy of row `parents[b]` (beam search).
     fn reorder(&mut self, parents: &[usize]) -> Result<()>;
+    /// [`GREEDY_CHUNK`] greedy steps in one call, where the decoder can: appends
+    /// `tokens[b]` to row `b`, then repeatedly takes the argmax of the next-token logits as
+    /// the next token. `None`: not here (then the caller steps one token at a time).
+    fn greedy_steps(&mut self, _tokens: &[u32]) -> Result<Option<GreedyChunk>> {
+        Ok(None)
+    }
+}
+
+/// Greedy tokens per [`Decoder::greedy_steps`] call.
+pub const GREEDY_CHUNK: usize = 8;
+
+/// What [`Decoder::greedy_steps`] made: step `k`'s logits (`K × B × V`) and its argmax
+/// (`K × B`, the token fed to step `k + 1`).
+pub struct GreedyChunk {
+    pub logits: Vec<f32>,
+    pub chosen: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -140,13 +156,19 @@ pub fn sample(
     let mut done = vec![false; b];
     let mut last: Vec<u32> = prompts.iter().map(|p| *p.last().unwrap_or(&0)).collect();
     let mut t1 = t0;
+    // Greedy steps the decoder already made in one call: (logits, its argmax) per step.
+    let mut ahead: std::collections::VecDeque<(Vec<f32>, Vec<u32>)> = Default::default();
+    let mut device_pick: Option<Vec<u32>> = None;
     for step in 0..opts.max_tokens {
         let chosen: Vec<Option<u32>> = (0..b)
             .map(|r| {
                 if done[r] {
                     return None;
                 }
-                let t = pick(&logits[r * v..(r + 1) * v], opts, &mut rng) as u32;
+                let t = match &device_pick {
+                    Some(d) => d[r],
+                    None => pick(&logits[r * v..(r + 1) * v], opts, &mut rng) as u32,
+                };
                 if Some(t) == opts.eos {
                     done[r] = true;
                     return None;
@@ -165,6 +187,24 @@ pub fn sample(
         }
         if step + 1 == opts.max_tokens || done.iter().all(|&d| d) {
             break;
+        }
+        if let Some((l, d)) = ahead.pop_front() {
+            (logits, device_pick) = (l, Some(d));
+            continue;
+        }
+        device_pick = None;
+        if opts.temperature <= 0.0 && opts.max_tokens - step > GREEDY_CHUNK {
+            if let Some(c) = dec.greedy_steps(&last)? {
+                for k in 0..GREEDY_CHUNK {
+                    ahead.push_back((
+                        c.logits[k * b * v..(k + 1) * b * v].to_vec(),
+                        c.chosen[k * b..(k + 1) * b].to_vec(),
+                    ));
+                }
+                let (l, d) = ahead.pop_front().expect("a chunk has steps");
+                (logits, device_pick) = (l, Some(d));
+                continue;
+            }
         }
         logits = dec.step(&last)?;
     }

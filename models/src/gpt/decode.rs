@@ -35,8 +35,59 @@ impl Gpt {
         start: NodeId,
         caches: &[KvCache],
     ) -> graph::Result<(NodeId, Vec<KvCache>)> {
+        let w = self.declare_cached(g, p)?;
+        self.apply_cached(g, &w, tokens, pos, start, caches)
+    }
+
+    /// The weights [`Gpt::logits_cached`] reads, declared once so that one program can
+    /// run several decode steps over them.
+    pub fn declare_cached(&self, g: &mut Graph, p: &mut Params) -> graph::Result<CachedWeights> {
         let c = &self.0;
         let (t, d, v) = (c.seq_len as i64, c.d_model as i64, c.vocab_size as i64);
+        let normal = Init::Normal { std: 0.02 };
+        let wte = Embedding::new(v, d, normal)
+            .axes(&[VOCAB, EMBED])
+            .declare(g, p, "wte")?;
+        let wpe = Embedding::new(t, d, normal)
+            .axes(&[NONE, EMBED])
+            .declare(g, p, "wpe")?;
+        let blocks = (0..c.n_layers)
+            .map(|i| p.scope(&format!("h{i}"), |p| self.declare_block(g, p)))
+            .collect::<graph::Result<Vec<_>>>()?;
+        let ln_f = self.norm().declare(g, p, "ln_f", d)?;
+        let head = if c.tied_head {
+            None
+        } else {
+            Some(
+                Linear::new([v])
+                    .init(normal)
+                    .axes(&[EMBED, VOCAB])
+                    .bias(false)
+                    .names("lm_head", "")
+                    .declare(g, p, "", d)?,
+            )
+        };
+        Ok(CachedWeights {
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            head,
+        })
+    }
+
+    /// [`Gpt::logits_cached`] over weights already declared.
+    pub fn apply_cached(
+        &self,
+        g: &mut Graph,
+        w: &CachedWeights,
+        tokens: NodeId,
+        pos: NodeId,
+        start: NodeId,
+        caches: &[KvCache],
+    ) -> graph::Result<(NodeId, Vec<KvCache>)> {
+        let c = &self.0;
+        let t = c.seq_len as i64;
         let td = g.dims(tokens)?.to_vec();
         let (b, s) = (td[0], td[1]);
         if caches.len() != c.n_layers {
@@ -46,13 +97,6 @@ impl Gpt {
                 c.n_layers
             )));
         }
-        let normal = Init::Normal { std: 0.02 };
-        let wte = Embedding::new(v, d, normal)
-            .axes(&[VOCAB, EMBED])
-            .declare(g, p, "wte")?;
-        let wpe = Embedding::new(t, d, normal)
-            .axes(&[NONE, EMBED])
-            .declare(g, p, "wpe")?;
         // Position ids (B, S): column minus the row's start (0 on its left padding).
         let cols = g.iota(TensorType::new(DType::I32, [b, s]), 1)?;
         let cols = g.add(cols, pos)?;
@@ -60,13 +104,12 @@ impl Gpt {
         let ids = g.sub(cols, starts)?;
         let zero = g.full(0.0, TensorType::new(DType::I32, [b, s]))?;
         let ids = g.max(ids, zero)?;
-        let tok = g.gather(wte, tokens)?; // (B, S, D)
-        let pe = g.gather(wpe, ids)?; // (B, S, D)
+        let tok = g.gather(w.wte, tokens)?; // (B, S, D)
+        let pe = g.gather(w.wpe, ids)?; // (B, S, D)
         let mut x = g.add(tok, pe)?;
         let visible = causal_visibility(g, start, pos, s, t)?; // (B, S, T)
         let mut out = Vec::with_capacity(c.n_layers);
-        for (i, cache) in caches.iter().enumerate() {
-            let blk = p.scope(&format!("h{i}"), |p| self.declare_block(g, p))?;
+        for (blk, cache) in w.blocks.iter().zip(caches) {
             let h = blk.ln1.apply(g, x)?;
             let (a, cache) = cached_self_attention(g, &blk.attn, h, *cache, pos, visible)?;
             x = g.add(x, a)?;
@@ -75,21 +118,22 @@ impl Gpt {
             x = g.add(x, m)?;
             out.push(cache);
         }
-        let ln_f = self.norm().declare(g, p, "ln_f", d)?;
-        let x = ln_f.apply(g, x)?;
-        let logits = if c.tied_head {
-            g.dot_general(x, wte, DotDims::contract(&[2], &[1]), None)?
-        } else {
-            let head = Linear::new([v])
-                .init(normal)
-                .axes(&[EMBED, VOCAB])
-                .bias(false)
-                .names("lm_head", "")
-                .declare(g, p, "", d)?;
-            head.apply(g, x)?
+        let x = w.ln_f.apply(g, x)?;
+        let logits = match &w.head {
+            None => g.dot_general(x, w.wte, DotDims::contract(&[2], &[1]), None)?,
+            Some(head) => head.apply(g, x)?,
         }; // (B, S, V)
         Ok((logits, out))
     }
+}
+
+/// The decode-time weights of a GPT (see [`Gpt::declare_cached`]).
+pub struct CachedWeights {
+    wte: NodeId,
+    wpe: NodeId,
+    blocks: Vec<super::Block>,
+    ln_f: nn::norm::LayerNormW,
+    head: Option<nn::linear::LinearW>,
 }
 
 #[cfg(test)]
