@@ -189,6 +189,39 @@ fn fit_learns_and_weights_round_trip() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Keras' `layer.trainable = False`: the frozen layer comes out of fit bit for bit, the
+/// others train, summary() counts it as non-trainable, and unfreezing trains it again.
+#[test]
+fn a_frozen_layer_keeps_its_weights_and_the_rest_trains() {
+    let train = toy(256, 3);
+    let mut m = toy_model();
+    let before = m.get_weights().unwrap();
+    let e = format!("{:#}", m.set_trainable("dense_7", false).unwrap_err());
+    assert!(e.contains("dense_7") && e.contains("dense_1"), "{e}");
+    m.set_trainable("dense", false).unwrap();
+    assert!(!m.is_trainable("dense") && m.is_trainable("dense_1"));
+    let s = m.summary().unwrap();
+    assert_eq!((s.trainable, s.non_trainable), (34, 80));
+    let h = m.fit(&train, quiet(2, None, vec![])).unwrap();
+    let loss = h.values("loss");
+    assert!(loss[1] < loss[0], "the head still trains: {loss:?}");
+    let after = m.get_weights().unwrap();
+    for (b, a) in before.iter().zip(&after) {
+        if b.name.starts_with("dense.") {
+            assert_eq!(b.data, a.data, "{} changed while frozen", b.name);
+        } else {
+            assert_ne!(b.data, a.data, "{} did not train", b.name);
+        }
+    }
+    m.set_trainable("dense", true).unwrap();
+    m.fit(&train, quiet(1, None, vec![])).unwrap();
+    let again = m.get_weights().unwrap();
+    assert!(after
+        .iter()
+        .zip(&again)
+        .all(|(a, b)| a.data != b.data || !a.name.starts_with("dense.")));
+}
+
 #[test]
 fn early_stopping_stops() {
     let train = toy(256, 3);

@@ -68,6 +68,8 @@ pub struct Sequential {
     pub state: Option<TrainState>,
     /// Seed of the initial weights and of dropout.
     pub seed: u64,
+    /// Layers whose weights do not train (Keras' `layer.trainable = False`).
+    frozen: Vec<String>,
 }
 
 impl Default for Sequential {
@@ -85,7 +87,29 @@ impl Sequential {
             programs: HashMap::new(),
             state: None,
             seed: 0,
+            frozen: Vec::new(),
         }
+    }
+
+    /// Keras' `model.get_layer(name).trainable = trainable`: a frozen layer's weights get no
+    /// gradient and no optimizer state and come out of every train step unchanged (its
+    /// batch-norm statistics still update, as Keras 1 did). Takes effect at the next `fit`.
+    pub fn set_trainable(&mut self, layer: &str, trainable: bool) -> Result<()> {
+        if !self.layers.iter().any(|(n, _)| n == layer) {
+            let names: Vec<&str> = self.layers.iter().map(|(n, _)| n.as_str()).collect();
+            bail!("the model has no layer `{layer}`; its layers are {names:?}");
+        }
+        self.frozen.retain(|n| n != layer);
+        if !trainable {
+            self.frozen.push(layer.to_string());
+        }
+        self.programs.retain(|(p, _), _| *p != Program::Train);
+        Ok(())
+    }
+
+    /// Whether layer `name`'s weights train.
+    pub fn is_trainable(&self, layer: &str) -> bool {
+        !self.frozen.iter().any(|n| n == layer)
     }
 
     pub fn named(mut self, name: &str) -> Self {
@@ -193,10 +217,16 @@ impl Sequential {
             before = now;
         })?;
         let frozen = std::mem::take(&mut cx.non_trainable);
+        let in_frozen_layer = |n: &str| {
+            self.frozen.iter().any(|l| {
+                n.strip_prefix(l.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+            })
+        };
         let non_trainable: usize = p
             .specs
             .iter()
-            .filter(|s| frozen.contains(&s.name))
+            .filter(|s| frozen.contains(&s.name) || in_frozen_layer(&s.name))
             .map(|s| s.count())
             .sum();
         let total = p.total();
@@ -219,7 +249,15 @@ impl Sequential {
                         seq: self,
                         head: Some((c.loss, c.metrics.clone())),
                     };
-                    train_step(&net, &c.optimizer, batch, &Passes::default(), None)?.0
+                    // Layer names are [a-z0-9_]: literal patterns. One alternation, so a
+                    // frozen layer without weights (Flatten) is not a no-match error.
+                    let mut passes = Passes::default();
+                    if !self.frozen.is_empty() {
+                        passes.groups.freeze = vec![self.frozen.join("|")];
+                    }
+                    train_step(&net, &c.optimizer, batch, &passes, None)
+                        .context("building the train step (set_trainable: a frozen layer must have weights)")?
+                        .0
                 }
                 Program::Eval => {
                     let c = self.config()?;
@@ -257,7 +295,12 @@ impl Sequential {
             Some(st) if st.params.len() != np => {
                 bail!("the model's weights do not match its layers")
             }
-            Some(st) => kind != Program::Train || st.state.len() == np * slots,
+            Some(st) => {
+                let with_state = (0..np)
+                    .filter(|&i| c.prog.state_index(i, 0).is_some())
+                    .count();
+                kind != Program::Train || st.state.len() == with_state * slots
+            }
         };
         if ready {
             return Ok(());
