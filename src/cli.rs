@@ -218,6 +218,8 @@ pub struct TrainArgs {
     pub compiled: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub job: crate::job::JobArgs,
 }
 
 /// Where to run: backend, virtual CPU devices, plugin verbosity.
@@ -271,6 +273,26 @@ impl DeviceArgs {
                 allocator: self.gpu_allocator.clone(),
             },
         }
+    }
+
+    /// [`DeviceArgs::client_for`] for process `job` of a job: the plugin gets the job's
+    /// store and process id.
+    pub fn client_in_job(&self, needed: usize, job: &dist::Session) -> Result<runtime::Client> {
+        if self.no_compile_cache {
+            runtime::cache::disable();
+        }
+        let mut req = self.request();
+        let cpu = provision::backend_from_env(self.backend)? == Backend::Cpu;
+        if needed > 1 && cpu && req.cpu_devices.is_none() {
+            req.cpu_devices = Some(needed);
+        }
+        provision::client_in_job(&req, &crate::job::runtime_job(job)).with_context(|| {
+            format!(
+                "starting the PJRT client of process {} of {}",
+                job.process_id(),
+                job.num_processes()
+            )
+        })
     }
 
     /// A client with at least `needed` devices when that is ours to choose: on the cpu
@@ -379,6 +401,84 @@ fn optimizer(cfg: &TrainConfig, steps: usize) -> Result<Optimizer> {
     Ok(o)
 }
 
+/// The PJRT client of a run: in a job, created with the job's store, and it must see the
+/// devices of every process (one program spans them).
+fn train_client(
+    device: &DeviceArgs,
+    cfg: &TrainConfig,
+    job: Option<&dist::Session>,
+) -> Result<runtime::Client> {
+    let needed = devices_needed(cfg)?;
+    let Some(job) = job else {
+        return device.client_for(needed);
+    };
+    let client = device.client_in_job(needed, job)?;
+    let n = job.num_processes() as usize;
+    let mut seen: Vec<i32> = client.devices().iter().map(|d| d.process_index).collect();
+    seen.sort();
+    seen.dedup();
+    if n > 1 && seen.len() < n {
+        bail!(
+            "this is process {} of a job of {n}, but the {} PJRT plugin shows the devices of \
+             {} process(es) only: it has no cross-process support (the CPU plugins have none), \
+             so one program cannot span the job. Train across processes on GPUs or TPUs; on \
+             CPU, run one process with `--cpu-devices N` for N devices",
+            job.process_id(),
+            client.platform_name(),
+            seen.len()
+        );
+    }
+    Ok(client)
+}
+
+/// `rxla train` on a process other than 0 of a job: the same run, fed its rows of each
+/// batch, writing only its checkpoint tiles.
+fn train_in_job(
+    args: &TrainArgs,
+    mut cfg: TrainConfig,
+    out: PathBuf,
+    job: &dist::Session,
+) -> Result<()> {
+    let resume = args.resume.unwrap_or(cfg.train.resume);
+    let interrupt = stop_on_signals()?;
+    job.barrier("rxla/train/data")?;
+    let mut data = registry::data(&mut cfg, &out)?;
+    let model = crate::compress::train_model(&cfg)?;
+    let steps = total_steps(&cfg, data.steps_per_epoch())?;
+    let opt = optimizer(&cfg, steps)?;
+    let client = train_client(&args.device, &cfg, Some(job))?;
+    let tokenizer = out.join(data::tokenizer::TOKENIZER_FILE);
+    let init_weights = |p: &[models::ParamSpec]| crate::compress::initial_weights(&cfg, p);
+    let spec = RunSpec {
+        model: model.as_ref(),
+        optimizer: opt,
+        steps,
+        eval_every: cfg.train.eval_every,
+        log_every: cfg.train.log_every,
+        eval_batch: cfg.train.eval_batch_size.unwrap_or(cfg.train.batch_size),
+        seed: cfg.seed,
+        out: out.clone(),
+        config_json: serde_json::to_value(&cfg)?,
+        checkpoint_every: cfg.train.checkpoint_every,
+        keep_checkpoints: cfg.train.keep_checkpoints,
+        resume,
+        on_nonfinite: cfg.train.nonfinite()?,
+        skip_failed_checkpoints: false,
+        interrupt: Some(interrupt),
+        extra_files: if tokenizer.is_file() {
+            vec![(data::tokenizer::TOKENIZER_FILE.to_string(), tokenizer)]
+        } else {
+            Vec::new()
+        },
+        peak_flops: cfg.train.peak_flops,
+        passes: cfg.passes()?,
+        init_weights: Some(&init_weights as _),
+        job: Some(job),
+    };
+    train::learner::train(&client, &spec, data.as_mut(), Vec::new())?;
+    Ok(())
+}
+
 /// SIGTERM and SIGINT set the returned flag to the signal's number (the loop then
 /// checkpoints and stops); a second one exits at once.
 fn stop_on_signals() -> Result<Arc<AtomicUsize>> {
@@ -395,13 +495,22 @@ fn stop_on_signals() -> Result<Arc<AtomicUsize>> {
 }
 
 fn train(args: &TrainArgs) -> Result<()> {
-    crate::job::refuse_multi_process("train")?;
     let mut cfg = load_config(&args.config)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| train::learner::default_out(&args.config.config));
+    // A job of several processes trains one run: they share `out` (a shared file system
+    // across hosts); process 0 holds its lock and writes its logs.
+    let job = match args.job.bootstrap()? {
+        Some(b) => Some(args.job.join(b)?),
+        None => None,
+    };
+    let leader = job.as_ref().is_none_or(|j| j.process_id() == 0);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if !leader {
+        return train_in_job(args, cfg, out, job.as_ref().expect("a job"));
+    }
     // First, before anything is written there: one process per run directory.
     let lock = files::DirLock::acquire(&out).map_err(|e| match e {
         files::Error::Locked { pid, .. } => anyhow::anyhow!(
@@ -426,10 +535,14 @@ fn train(args: &TrainArgs) -> Result<()> {
     }
     let interrupt = stop_on_signals()?;
     let mut data = registry::data(&mut cfg, &out)?;
+    if let Some(j) = &job {
+        // The data is prepared (tokenizer, token caches): the others may read it now.
+        j.barrier("rxla/train/data")?;
+    }
     let model = crate::compress::train_model(&cfg)?;
     let steps = total_steps(&cfg, data.steps_per_epoch())?;
     let opt = optimizer(&cfg, steps)?;
-    let client = args.device.client_for(devices_needed(&cfg)?)?;
+    let client = train_client(&args.device, &cfg, job.as_ref())?;
     if let Some(dir) = &args.compiled {
         crate::compile_cmd::use_compiled(dir, &cfg, &client, &args.config.config)?;
     }
@@ -463,6 +576,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         peak_flops: cfg.train.peak_flops,
         passes: cfg.passes()?,
         init_weights: Some(&init_weights as _),
+        job: job.as_ref(),
     };
     let mut callbacks: Vec<Box<dyn train::learner::Callback>> = Vec::new();
     if let Some(es) = &cfg.train.early_stopping {
@@ -478,6 +592,10 @@ fn train(args: &TrainArgs) -> Result<()> {
         )));
     }
     let summary = train::learner::train(&client, &spec, data.as_mut(), callbacks)?;
+    if let Some(j) = job {
+        // What follows (scores, a sample) runs on process 0's devices alone.
+        j.finish()?;
+    }
     if let Some(sig) = summary.get("stopped_by_signal").and_then(|v| v.as_u64()) {
         let name = signal_hook::low_level::signal_name(sig as i32).unwrap_or("a signal");
         match summary["steps"].as_u64() {

@@ -125,22 +125,3 @@ pub fn runtime_job(session: &dist::Session) -> runtime::kv::Job {
         store: Arc::new(JobStore(session.client().clone())),
     }
 }
-
-/// Commands that do not run across processes yet refuse a job of several (rather than N
-/// copies fighting over one run directory).
-pub fn refuse_multi_process(command: &str) -> Result<()> {
-    // An environment that does not describe a job fully is no job for these commands.
-    if let Ok(Some(b)) = dist::detect(&dist::process_env) {
-        if b.num_processes > 1 {
-            anyhow::bail!(
-                "`rxla {command}` runs in one process, but the environment ({}) makes this \
-                 process {} of {}: one program over several processes' devices is not \
-                 supported yet (`rxla dist-check` checks such a job)",
-                b.source,
-                b.process_id,
-                b.num_processes
-            );
-        }
-    }
-    Ok(())
-}

@@ -83,6 +83,9 @@ pub fn data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
         }
         return bert_data(cfg, dir);
     }
+    if name == SQUAD_CONTEXTS && cfg.model_kind()? == "encdec" {
+        return denoise_data(cfg, dir);
+    }
     data::package(&name)?;
     if crate::finetune::is_task_model(cfg.model_kind()?) {
         return crate::finetune::data(cfg, dir);
@@ -280,11 +283,35 @@ fn qa_data(cfg: &TrainConfig) -> Result<Box<dyn DataSource>> {
     Ok(Box::new(data))
 }
 
+/// In-domain unlabeled text for pretraining a QA model: the distinct paragraphs of SQuAD
+/// v1.1 train (Wikipedia), without questions or answers, in file order.
+pub const SQUAD_CONTEXTS: &str = "squad-contexts";
+
+fn squad_contexts() -> Result<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut text = String::new();
+    for q in data::tasks::squad::load(data::tasks::Split::Train)? {
+        if seen.insert(q.context.clone()) {
+            text.push_str(&q.context);
+            text.push_str("\n\n");
+        }
+    }
+    Ok(text)
+}
+
 /// Span-corruption denoising pairs (T5 style) from a text corpus, byte-level.
 fn denoise_data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>> {
     let name = cfg.data.dataset.clone();
-    if !data::text::CORPORA.iter().any(|(n, _)| *n == name) {
-        bail!("span-corruption denoising needs a text corpus (config key `data.dataset`), got `{name}`");
+    if name != SQUAD_CONTEXTS && !data::text::CORPORA.iter().any(|(n, _)| *n == name) {
+        bail!(
+            "span-corruption denoising needs a text corpus (config key `data.dataset`: {} or \
+             {SQUAD_CONTEXTS}), got `{name}`",
+            data::text::CORPORA
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     let model: models::encdec::EncDecConfig = cfg.model_config()?;
     if model.vocab_size != 256 || model.pad_id != 0 {
@@ -302,7 +329,12 @@ fn denoise_data(cfg: &mut TrainConfig, dir: &Path) -> Result<Box<dyn DataSource>
             cfg.seed,
         )
     };
-    let lm = LmData::prepare(&opts, dir).with_context(|| format!("preparing dataset `{name}`"))?;
+    let lm = if name == SQUAD_CONTEXTS {
+        LmData::from_text(&name, &squad_contexts()?, &opts, dir)
+    } else {
+        LmData::prepare(&opts, dir)
+    }
+    .with_context(|| format!("preparing dataset `{name}`"))?;
     let data = data::denoise::DenoiseData::new(
         lm,
         model.tgt_len,

@@ -162,3 +162,89 @@ fn four_process_checkpoint_resumes_in_one_process_exactly() {
     assert_eq!(la, lb, "resumed from the 4-process checkpoint");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+fn launch(n: u32, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rxla"))
+        .args(["launch", "--local", &n.to_string(), "--grace", "20", "--"])
+        .args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap()
+}
+
+fn evals(dir: &Path) -> Vec<(u64, f64)> {
+    metric_rows(dir)
+        .iter()
+        .filter_map(|v| Some((v["step"].as_u64()?, v.get("eval_loss")?.as_f64()?)))
+        .collect()
+}
+
+/// `rxla train` as a job (`rxla launch --local 1`: bootstrap, the PJRT client on the job's
+/// store, heartbeats, evaluation summed over the job's processes) trains exactly as one
+/// process does, and writes the job's checkpoint format, which one process resumes exactly.
+#[test]
+fn a_job_trains_like_one_process_and_one_process_resumes_its_checkpoint() {
+    let root = tmp_dir("job-train");
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, TINY_GPT).unwrap();
+    let (a, b) = (root.join("a"), root.join("b"));
+    ok(&train(&cfg, &a, &[]));
+    let (cfg_s, b_s) = (cfg.to_str().unwrap(), b.to_str().unwrap());
+    let o = launch(
+        1,
+        &[
+            "train",
+            "--config",
+            cfg_s,
+            "--out",
+            b_s,
+            "--set",
+            "train.steps=5",
+            "--set",
+            "train.eval_every=5",
+        ],
+    );
+    ok(&o);
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(b.join("checkpoints/step-00000005/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["format"], 3, "the job's checkpoint format");
+    assert!(b
+        .join("checkpoints/step-00000005/shards-p0.safetensors")
+        .is_file());
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la[..5], lb[..], "the job's steps");
+    ok(&train(&cfg, &b, &["--resume"]));
+    assert_eq!(losses(&a), losses(&b), "resumed in one process");
+    let (ea, eb) = (evals(&a), evals(&b));
+    assert_eq!(ea.last(), eb.last(), "final evaluation");
+    assert!(!eb.is_empty());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The CPU plugins have no cross-process collectives: a job of two CPU processes is refused
+/// by both, saying why and what to do, instead of training two unrelated models.
+#[test]
+fn a_job_of_cpu_processes_is_refused_naming_why() {
+    let root = tmp_dir("job-cpu");
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, TINY_GPT).unwrap();
+    let out = root.join("run");
+    let o = launch(
+        2,
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no cross-process support"), "{err}");
+    assert!(err.contains("--cpu-devices"), "{err}");
+    assert!(!out.join("checkpoints").exists(), "nothing trained");
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -157,6 +157,36 @@ impl Client {
         self.inner.process
     }
 
+    /// Element-wise sums of `values` over processes `0..num_processes` (each calls it once
+    /// with the same fresh `name` and length), added in process order so every process gets
+    /// the same bits. Each waits up to `timeout` for the others' values.
+    pub fn all_sum(
+        &self,
+        name: &str,
+        num_processes: u32,
+        values: &[f64],
+        timeout: Duration,
+    ) -> Result<Vec<f64>> {
+        let key = |p: u32| format!("rxla/sum/{name}/{p}");
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.put(&key(self.inner.process), &bytes)?;
+        let mut sums = vec![0f64; values.len()];
+        for p in 0..num_processes {
+            let b = self.get(&key(p), timeout)?;
+            if b.len() != bytes.len() {
+                return Err(Error::Protocol(format!(
+                    "process {p} summed {} values under `{name}`, this one {}",
+                    b.len() / 8,
+                    values.len()
+                )));
+            }
+            for (s, c) in sums.iter_mut().zip(b.chunks_exact(8)) {
+                *s += f64::from_le_bytes(c.try_into().expect("8 bytes"));
+            }
+        }
+        Ok(sums)
+    }
+
     /// Tells the service (with the next heartbeat) the step this process reached.
     pub fn set_step(&self, step: u64) {
         self.inner.step.store(step, Ordering::Relaxed);

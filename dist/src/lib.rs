@@ -110,6 +110,13 @@ impl Session {
         self.client.set_step(step);
     }
 
+    /// Sums `values` over the job's processes (see [`Client::all_sum`]; the step timeout
+    /// bounds it).
+    pub fn all_sum(&self, name: &str, values: &[f64]) -> Result<Vec<f64>> {
+        self.client
+            .all_sum(name, self.num_processes(), values, self.timeouts.step)
+    }
+
     /// Waits for every process at barrier `name` (the step timeout bounds it).
     pub fn barrier(&self, name: &str) -> Result<()> {
         self.client.barrier(name, self.timeouts.step)

@@ -339,3 +339,42 @@ fn sessions_bootstrap_and_finish() {
         assert_eq!(h.join().unwrap(), vec![0, 1, 2]);
     }
 }
+
+#[test]
+fn all_sum_adds_every_process_values_in_the_same_order() {
+    let (_c, addr) = service(4, quick());
+    let hs: Vec<_> = (0..4u32)
+        .map(|p| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let c = Client::connect(&addr, p, 4, opts()).unwrap();
+                let mine = [p as f64, 0.1 * (p + 1) as f64];
+                let a = c
+                    .all_sum("eval/1", 4, &mine, Duration::from_secs(10))
+                    .unwrap();
+                // A second sum under another name is independent of the first.
+                let b = c
+                    .all_sum("eval/2", 4, &[1.0], Duration::from_secs(10))
+                    .unwrap();
+                let wrong = if p == 3 {
+                    Some(c.all_sum("eval/3", 4, &[1.0, 2.0], Duration::from_secs(10)))
+                } else {
+                    c.all_sum("eval/3", 4, &[1.0], Duration::from_secs(10)).ok();
+                    None
+                };
+                (a, b, wrong)
+            })
+        })
+        .collect();
+    let outs: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    let want = (1..=4).fold(0f64, |s, k| s + 0.1 * k as f64);
+    for (a, b, wrong) in &outs {
+        assert_eq!(a[0], 6.0);
+        assert_eq!(a[1].to_bits(), want.to_bits(), "same bits on every process");
+        assert_eq!(b, &vec![4.0]);
+        if let Some(w) = wrong {
+            let e = w.as_ref().unwrap_err().to_string();
+            assert!(e.contains("process 0 summed 1 values"), "{e}");
+        }
+    }
+}

@@ -264,11 +264,11 @@ pub fn params_file(dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
 /// model's i8 weights and f32 scales included), verified; no optimizer state.
 pub fn load_params_typed(dir: &Path) -> Result<(CheckpointState, Vec<tensor::Tensor>)> {
     let state = read_state(dir)?;
-    let bytes = read_verified(dir, &state, PARAMS)?;
+    let (path, bytes) = params_file(dir)?;
     for f in &state.files {
         read_verified(dir, &state, f)?;
     }
-    Ok((state, tensor::decode(&bytes, &dir.join(PARAMS))?))
+    Ok((state, tensor::decode(&bytes, &path)?))
 }
 
 /// Loads and verifies a checkpoint directory (checksums, format) with f32 tensors.

@@ -3,6 +3,7 @@
 //! exact resume. What a step computes comes from a [`TrainStep`]: the CLI's compiled GPT/CNN
 //! programs ([`ProgramStep`]), a Keras `Sequential`, or a program of its own (a GAN).
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use crate::checkpoint::{Checkpoint, CheckpointState, NamedTensor};
 use crate::metrics::{MetricsLog, Progress};
 use crate::optim::Optimizer;
 use crate::state::{
-    build_train_step, check_data, compile_program, evaluate, run_train_step, Compiled, TrainState,
+    build_train_step, check_data, compile_program, evaluate, run_train_step_rows, Compiled,
+    TrainState,
 };
 use crate::step::{eval_step, Passes};
 
@@ -94,6 +96,16 @@ pub trait TrainStep {
     /// Continues from a checkpoint written from [`TrainStep::checkpoint_tensors`].
     fn restore(&mut self, _c: &Checkpoint) -> Result<()> {
         bail!("this model cannot resume from a checkpoint")
+    }
+    /// In a job of several processes: the rows of each global training batch this process
+    /// feeds (`None`: the whole batch).
+    fn batch_rows(&self) -> Option<Range<usize>> {
+        None
+    }
+    /// Writes checkpoint `step` as a job does, each process its own tiles; `false`: not
+    /// in a job, the Learner writes [`TrainStep::checkpoint_tensors`] as one process.
+    fn save_job_checkpoint(&mut self, _cp: &CheckpointPolicy, _step: usize) -> Result<bool> {
+        Ok(false)
     }
 }
 
@@ -427,7 +439,10 @@ impl<'a> Learner<'a> {
                     bar = epoch_bar(spe.min(self.steps - epoch * spe) as u64);
                 }
             }
-            let batch_data = data.train_batch(step)?;
+            let batch_data = match cx.model.batch_rows() {
+                Some(rows) => data.train_rows(step, rows)?,
+                None => data.train_batch(step)?,
+            };
             let t = Instant::now();
             let logs = cx.model.train_step(&batch_data)?;
             history.train_seconds += t.elapsed().as_secs_f64();
@@ -607,6 +622,9 @@ fn record_json(rec: &Logs) -> serde_json::Value {
 }
 
 fn save_checkpoint(model: &mut dyn TrainStep, cp: &CheckpointPolicy, step: usize) -> Result<()> {
+    if model.save_job_checkpoint(cp, step)? {
+        return Ok(());
+    }
     let Some(snap) = model.checkpoint_tensors()? else {
         bail!("this model keeps no checkpointable state: drop the checkpoint settings");
     };
@@ -647,6 +665,10 @@ pub struct ProgramStep<'c> {
     /// Per parameter: not written to checkpoints (a distillation teacher's, loaded at every
     /// start by `RunSpec::init_weights`).
     unsaved: Vec<bool>,
+    /// The job this process belongs to: heartbeats carry its step, evaluation sums over the
+    /// processes, checkpoints are written by all of them.
+    pub job: Option<&'c dist::Session>,
+    evals: usize,
 }
 
 impl<'c> ProgramStep<'c> {
@@ -666,6 +688,8 @@ impl<'c> ProgramStep<'c> {
             .collect();
         Ok(ProgramStep {
             unsaved,
+            job: None,
+            evals: 0,
             client,
             train,
             eval,
@@ -682,7 +706,12 @@ impl TrainStep for ProgramStep<'_> {
     }
 
     fn train_step(&mut self, batch: &[HostArray]) -> Result<Logs> {
-        let (loss, lr, gnorm) = run_train_step(self.client, &self.train, &mut self.state, batch)?;
+        let rows = self.batch_rows();
+        let (loss, lr, gnorm) =
+            run_train_step_rows(self.client, &self.train, &mut self.state, batch, rows)?;
+        if let Some(job) = self.job {
+            job.progress(self.state.step as u64);
+        }
         self.last_lr = lr as f64;
         let mut logs = Logs::default();
         logs.insert("loss", loss as f64);
@@ -692,7 +721,11 @@ impl TrainStep for ProgramStep<'_> {
     }
 
     fn evaluate(&mut self, batches: &[(Vec<HostArray>, usize)]) -> Result<Logs> {
-        let (sums, n) = evaluate(self.client, &self.eval, &self.state.params, batches)?;
+        let (mut sums, n) = evaluate(self.client, &self.eval, &self.state.params, batches)?;
+        if let Some(job) = self.job {
+            self.evals += 1;
+            sums = job.all_sum(&format!("eval/{}", self.evals), &sums)?;
+        }
         let mut logs = Logs::default();
         for (name, s) in self.eval.prog.per_example.iter().zip(&sums) {
             let key = if name == "correct" { "accuracy" } else { name };
@@ -727,6 +760,75 @@ impl TrainStep for ProgramStep<'_> {
         }))
     }
 
+    fn batch_rows(&self) -> Option<Range<usize>> {
+        (!self.train.mesh.fully_addressable()).then(|| self.train.local_rows())
+    }
+
+    fn save_job_checkpoint(&mut self, cp: &CheckpointPolicy, step: usize) -> Result<bool> {
+        let Some(job) = self.job else {
+            return Ok(false);
+        };
+        use crate::checkpoint::sharded::{save, Group, SaveJob};
+        let prog = &self.train.prog;
+        let owner = self.train.mesh.process_of_position();
+        let me = job.process_id();
+        let (mut tiles, mut params, mut optimizer) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, p) in prog.params.iter().enumerate() {
+            if self.unsaved[i] {
+                continue;
+            }
+            params.push(p.name.clone());
+            owned_tiles(
+                &mut tiles,
+                Group::Params,
+                &p.name,
+                &self.state.params[i],
+                &owner,
+                me,
+            )?;
+            for (k, slot) in prog.slots.iter().enumerate() {
+                let Some(at) = prog.state_index(i, k) else {
+                    continue;
+                };
+                let name = format!("{}.{slot}", p.name);
+                owned_tiles(
+                    &mut tiles,
+                    Group::Optimizer,
+                    &name,
+                    &self.state.state[at],
+                    &owner,
+                    me,
+                )?;
+                optimizer.push(name);
+            }
+        }
+        let state = CheckpointState {
+            format: 0,
+            step,
+            seed: self.state.seed,
+            config: cp.config.clone(),
+            checksums: Default::default(),
+            files: Vec::new(),
+        };
+        let extra: Vec<(&str, &Path)> = cp
+            .extra_files
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_path()))
+            .collect();
+        let sj = SaveJob {
+            root: &cp.root,
+            state: &state,
+            params: &params,
+            optimizer: &optimizer,
+            extra_files: &extra,
+            keep: cp.keep,
+            process: me,
+            num_processes: job.num_processes(),
+        };
+        save(&sj, &tiles, &mut |name| Ok(job.barrier(name)?))?;
+        Ok(true)
+    }
+
     fn restore(&mut self, c: &Checkpoint) -> Result<()> {
         self.state = if self.unsaved.iter().any(|&u| u) {
             let current = std::mem::take(&mut self.state.params);
@@ -756,6 +858,34 @@ impl ProgramStep<'_> {
             .collect();
         Ok((params, optimizer))
     }
+}
+
+/// The tiles of `a` this process writes to a job's checkpoint (each distinct tile once in
+/// the job, by the process of its first device).
+fn owned_tiles(
+    out: &mut Vec<crate::checkpoint::sharded::Tile>,
+    group: crate::checkpoint::sharded::Group,
+    name: &str,
+    a: &runtime::ShardedArray,
+    owner: &[u32],
+    me: u32,
+) -> Result<()> {
+    for index in crate::checkpoint::sharded::owned_tiles(&a.layout, owner, me) {
+        let k = a
+            .positions()
+            .iter()
+            .position(|&p| a.layout.device_tiles[p] == index)
+            .with_context(|| format!("tile {index:?} of `{name}` is not on this process"))?;
+        out.push(crate::checkpoint::sharded::Tile {
+            group,
+            name: name.to_string(),
+            dims: a.layout.dims.clone(),
+            tiles: a.layout.tiles.clone(),
+            index,
+            data: a.shards()[k].to_host::<f32>()?,
+        });
+    }
+    Ok(())
 }
 
 /// Settings of one `rxla train` run.
@@ -790,6 +920,9 @@ pub struct RunSpec<'a> {
     #[allow(clippy::type_complexity)]
     pub init_weights:
         Option<&'a dyn Fn(&[nn::ParamSpec]) -> Result<Option<Vec<Option<crate::tensor::Tensor>>>>>,
+    /// The job this process is one of (`None`: a single process). Process 0 writes the
+    /// run's logs and summary; every process writes its tiles of each checkpoint.
+    pub job: Option<&'a dist::Session>,
 }
 
 /// `compile: cached (..)` when both programs came from the compile cache, else the seconds.
@@ -838,16 +971,25 @@ pub fn train<'a>(
         resume: spec.resume,
         skip_failed_writes: spec.skip_failed_checkpoints,
     };
+    let leader = spec.job.is_none_or(|j| j.process_id() == 0);
     // Before config.json is rewritten: a run that cannot continue is left as it was.
     let resume_from = policy.to_resume()?;
-    remove_partial_checkpoints(&policy.root)?;
+    if leader {
+        remove_partial_checkpoints(&policy.root)?;
+    }
     let flops_per_step = crate::flops::matmul_flops(&train_prog.graph);
     let tokens_per_step = train_prog
         .data_types
         .first()
         .filter(|t| !t.dtype.is_float() && t.rank() == 2)
         .map(|t| (t.dims()[0] * t.dims()[1]) as usize);
-    files::write_json_atomic(&spec.out.join("config.json"), &spec.config_json)?;
+    if leader {
+        files::write_json_atomic(&spec.out.join("config.json"), &spec.config_json)?;
+    }
+    if let Some(job) = spec.job {
+        // Every process has read the checkpoint to resume from before any writes again.
+        job.barrier("rxla/train/begin")?;
+    }
     let train_c = compile_program(client, train_prog)?;
     let eval_c = compile_program(client, eval_prog)?;
     let n_params: usize = train_c.prog.params.iter().map(|p| p.count()).sum();
@@ -856,7 +998,11 @@ pub fn train<'a>(
         Some(p) => p,
         None => crate::flops::measured_peak_flops(client)?,
     };
-    let say = |m: &str| eprintln!("{m}");
+    let say = |m: &str| {
+        if leader {
+            eprintln!("{m}")
+        }
+    };
     say(&compile_line(&train_c, &eval_c));
     say(&format!("rxla: {}", pass_report.line()));
     if pass_report.precision.is_some()
@@ -881,6 +1027,7 @@ pub fn train<'a>(
     let pipeline = train_c.prog.pipeline_json();
     let devices = train_c.prog.num_devices();
     let mut step = ProgramStep::new(client, train_c, eval_c, spec.seed, spec.optimizer.opt.lr)?;
+    step.job = spec.job;
     // A run with unsaved parameters (a teacher) loads them on resume too.
     let reload = step.unsaved.iter().any(|&u| u);
     if let (Some(load), true) = (spec.init_weights, resume_from.is_none() || reload) {
@@ -914,13 +1061,13 @@ pub fn train<'a>(
     learner.callbacks = callbacks;
     learner.checkpoint = Some(policy);
     learner.resume_from = resume_from;
-    learner.metrics = Some(spec.out.join("metrics.jsonl"));
+    learner.metrics = leader.then(|| spec.out.join("metrics.jsonl"));
     learner.throughput = Some(Throughput {
         tokens_per_step,
         flops_per_step,
         peak_flops: peak,
     });
-    learner.display = Display::Run;
+    learner.display = if leader { Display::Run } else { Display::Quiet };
     learner.on_nonfinite = spec.on_nonfinite;
     learner.interrupt = spec.interrupt.clone();
     let history = learner.fit(&mut step, data)?;
@@ -977,7 +1124,9 @@ pub fn train<'a>(
             summary[k] = v.clone();
         }
     }
-    files::write_json_atomic(&spec.out.join("summary.json"), &summary)?;
+    if leader {
+        files::write_json_atomic(&spec.out.join("summary.json"), &summary)?;
+    }
     Ok(summary)
 }
 

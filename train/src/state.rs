@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use data::HostArray;
-use runtime::{Client, CompileOptions, Executable, ShardLayout, ShardedArray};
+use std::ops::Range;
 
+use runtime::{Client, CompileOptions, Executable, GlobalDevices, ShardLayout, ShardedArray};
+
+use crate::checkpoint::sharded::owned_tiles;
 use crate::checkpoint::{Checkpoint, NamedTensor};
-use crate::exec::ToDevice;
 use crate::optim::Optimizer;
 use crate::step::{train_step, Feed, PassReport, Passes, StepProgram, TRAIN_SCALARS};
 use crate::tensor::{Dtype, Tensor, TensorData};
@@ -36,30 +38,66 @@ pub struct Compiled {
     pub compile_s: f64,
     /// Loaded from the persistent compile cache instead of compiled.
     pub cached: bool,
+    /// The devices it runs on, in mesh order: in a job of several processes, those of all
+    /// of them (this process feeds and reads only its own).
+    pub mesh: GlobalDevices,
 }
 
-pub fn compile_program(client: &Client, prog: StepProgram) -> Result<Compiled> {
-    let n = prog.num_devices();
-    let have = client.addressable_devices().len();
+/// The first `n` devices of the client's job, process-major (in one process: its devices
+/// `0..n`).
+pub fn program_mesh(client: &Client, n: usize) -> Result<GlobalDevices> {
+    let have = client.devices().len();
     if n > have {
         bail!(
             "the `[parallel]` config needs {n} devices but the client has {have}: \
              pass `--cpu-devices {n}` (cpu backend) or shrink `parallel.*`"
         );
     }
+    Ok(GlobalDevices::from_client(client, n)?)
+}
+
+pub fn compile_program(client: &Client, prog: StepProgram) -> Result<Compiled> {
+    let n = prog.num_devices();
+    let mesh = program_mesh(client, n)?;
+    // One process: the plugin's default assignment is devices 0..n, the same mesh.
+    let options = if mesh.fully_addressable() {
+        CompileOptions::spmd(n)
+    } else {
+        mesh.compile_options()
+    };
     let t = Instant::now();
-    let (_, exe, outcome) = crate::exec::compile_cached(
-        client,
-        &prog.graph,
-        &prog.lower_options(),
-        &CompileOptions::spmd(n),
-    )?;
+    let (_, exe, outcome) =
+        crate::exec::compile_cached(client, &prog.graph, &prog.lower_options(), &options)?;
     Ok(Compiled {
         prog,
         exe,
         compile_s: t.elapsed().as_secs_f64(),
         cached: outcome.is_hit(),
+        mesh,
     })
+}
+
+impl Compiled {
+    /// The rows of a training batch this process feeds: those its devices hold of every
+    /// data input (the whole batch in one process).
+    pub fn local_rows(&self) -> Range<usize> {
+        let mut rows: Option<Range<usize>> = None;
+        for (i, t) in self.prog.data_types.iter().enumerate() {
+            let Some(arg) = self.prog.feeds.iter().position(|f| *f == Feed::Data(i)) else {
+                continue;
+            };
+            let layout = self.prog.arg_layout(arg, t.dims());
+            for (pos, _) in self.mesh.local() {
+                let (lo, hi) = layout.tile_rows(pos);
+                let (lo, hi) = (lo as usize, hi as usize);
+                rows = Some(match rows {
+                    None => lo..hi,
+                    Some(r) => r.start.min(lo)..r.end.max(hi),
+                });
+            }
+        }
+        rows.unwrap_or(0..0)
+    }
 }
 
 /// Parameters and optimizer state on the program's devices (sharded by its plan).
@@ -106,7 +144,7 @@ impl TrainState {
         }
         let mut params = Vec::with_capacity(prog.params.len());
         let mut state = Vec::new();
-        let devices: Vec<usize> = (0..prog.num_devices()).collect();
+        let mesh = program_mesh(client, prog.num_devices())?;
         for (i, p) in prog.params.iter().enumerate() {
             let layout = prog.param_layout(i);
             params.push(match &loaded[i] {
@@ -121,10 +159,10 @@ impl TrainState {
                             p.ty
                         );
                     }
-                    upload(client, &t.data, &layout, &devices)?
+                    upload(client, &t.data, &layout, &mesh)?
                 }
                 None => {
-                    ShardedArray::from_host(client, &p.initial_values(seed), &layout, &devices)?
+                    ShardedArray::from_host_local(client, &p.initial_values(seed), &layout, &mesh)?
                 }
             });
             // Frozen parameters have no optimizer state.
@@ -135,7 +173,9 @@ impl TrainState {
             };
             for _ in 0..slots {
                 let zeros = vec![0f32; p.count()];
-                state.push(ShardedArray::from_host(client, &zeros, &layout, &devices)?);
+                state.push(ShardedArray::from_host_local(
+                    client, &zeros, &layout, &mesh,
+                )?);
             }
         }
         Ok(TrainState {
@@ -148,19 +188,19 @@ impl TrainState {
     }
 }
 
-/// Host values of any weight dtype onto the devices of `layout`.
+/// Host values of any weight dtype onto this process's devices of `layout`.
 fn upload(
     client: &Client,
     data: &TensorData,
     layout: &ShardLayout,
-    devices: &[usize],
+    mesh: &GlobalDevices,
 ) -> Result<ShardedArray> {
     Ok(match data {
-        TensorData::F32(v) => ShardedArray::from_host(client, v, layout, devices),
-        TensorData::BF16(v) => ShardedArray::from_host(client, v, layout, devices),
-        TensorData::F16(v) => ShardedArray::from_host(client, v, layout, devices),
-        TensorData::I8(v) => ShardedArray::from_host(client, v, layout, devices),
-        TensorData::I32(v) => ShardedArray::from_host(client, v, layout, devices),
+        TensorData::F32(v) => ShardedArray::from_host_local(client, v, layout, mesh),
+        TensorData::BF16(v) => ShardedArray::from_host_local(client, v, layout, mesh),
+        TensorData::F16(v) => ShardedArray::from_host_local(client, v, layout, mesh),
+        TensorData::I8(v) => ShardedArray::from_host_local(client, v, layout, mesh),
+        TensorData::I32(v) => ShardedArray::from_host_local(client, v, layout, mesh),
     }?)
 }
 
@@ -260,10 +300,11 @@ impl TrainState {
             .collect();
         let params = Checkpoint::ordered(&c.params, &want, "parameter")?;
         let opt = Checkpoint::ordered(&c.optimizer, &want_opt, "optimizer state")?;
-        // Checkpoints hold logical tensors: scatter them by this program's plan.
-        let devices: Vec<usize> = (0..prog.num_devices()).collect();
+        // Checkpoints hold logical tensors: scatter them by this program's plan (in a job,
+        // each process its own tiles).
+        let mesh = program_mesh(client, prog.num_devices())?;
         let up = |i: usize, t: &NamedTensor| {
-            ShardedArray::from_host(client, &t.data, &prog.param_layout(i), &devices)
+            ShardedArray::from_host_local(client, &t.data, &prog.param_layout(i), &mesh)
         };
         let mut loaded = params.iter();
         let mut arrays = Vec::with_capacity(prog.params.len());
@@ -352,7 +393,20 @@ pub fn arguments<'a>(
 /// Runs a program on its devices: per-device argument lists from the arrays' shards, and
 /// the outputs regrouped into arrays laid out as the program says.
 pub fn execute_sharded(c: &Compiled, args: &[&ShardedArray]) -> Result<Vec<ShardedArray>> {
-    let n = c.prog.num_devices();
+    // This process's devices of the mesh (all of them in one process).
+    let local: Vec<usize> = c.mesh.local().into_iter().map(|l| l.0).collect();
+    if let Some((i, a)) = args
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.positions() != local)
+    {
+        bail!(
+            "argument {i} of `{}` is on mesh positions {:?} but this process runs it on {local:?}",
+            c.prog.graph.name,
+            a.positions()
+        );
+    }
+    let n = local.len();
     let per_device: Vec<Vec<&runtime::Buffer>> = (0..n)
         .map(|d| args.iter().map(|a| &a.shards()[d]).collect())
         .collect();
@@ -371,36 +425,39 @@ pub fn execute_sharded(c: &Compiled, args: &[&ShardedArray]) -> Result<Vec<Shard
         .enumerate()
         .map(|(o, shards)| {
             let dims = c.prog.graph.ty(c.prog.graph.outputs[o])?.dims().to_vec();
-            Ok(ShardedArray::from_shards(
+            Ok(ShardedArray::from_local_shards(
                 c.prog.output_layout(o, &dims),
+                &c.mesh,
                 shards,
             )?)
         })
         .collect()
 }
 
-/// A scalar on every device of `prog`.
+/// A scalar on every device of `c` (this process's).
 fn replicated_scalar<T: runtime::NativeType>(
     client: &Client,
-    prog: &StepProgram,
+    c: &Compiled,
     v: T,
 ) -> Result<ShardedArray> {
-    let n = prog.num_devices();
-    let devices: Vec<usize> = (0..n).collect();
-    Ok(ShardedArray::from_host(
+    let layout = ShardLayout::replicated(&[], c.mesh.num_devices());
+    Ok(ShardedArray::from_host_local(
         client,
         &[v],
-        &ShardLayout::replicated(&[], n),
-        &devices,
+        &layout,
+        &c.mesh,
     )?)
 }
 
-/// The batch scattered as the program's data arguments are laid out.
-fn data_arrays(
+/// The batch scattered as the program's data arguments are laid out. `rows`: which rows of
+/// the global batch `batch` holds (`None`: all of them), as [`Compiled::local_rows`] says.
+pub fn data_arrays(
     client: &Client,
-    prog: &StepProgram,
+    c: &Compiled,
     batch: &[HostArray],
+    rows: Option<Range<usize>>,
 ) -> Result<Vec<ShardedArray>> {
+    let prog = &c.prog;
     batch
         .iter()
         .enumerate()
@@ -410,7 +467,25 @@ fn data_arrays(
                 .iter()
                 .position(|f| *f == Feed::Data(i))
                 .with_context(|| format!("program takes no data input {i}"))?;
-            a.to_sharded(client, &prog.arg_layout(arg, a.dims()))
+            let t = prog
+                .data_types
+                .get(i)
+                .with_context(|| format!("program takes no data input {i}"))?;
+            let layout = prog.arg_layout(arg, t.dims());
+            let have = a.dims().first().copied().unwrap_or(1) as usize;
+            let rows = rows.clone().unwrap_or(0..have);
+            if rows.len() != have {
+                bail!("data input {i} has {have} rows for rows {rows:?} of the global batch");
+            }
+            let r = rows.start as i64..rows.end as i64;
+            Ok(match a {
+                HostArray::F32 { data, .. } => {
+                    ShardedArray::from_host_rows(client, data, r, &layout, &c.mesh)?
+                }
+                HostArray::I32 { data, .. } => {
+                    ShardedArray::from_host_rows(client, data, r, &layout, &c.mesh)?
+                }
+            })
         })
         .collect()
 }
@@ -422,7 +497,18 @@ pub fn run_train_step(
     st: &mut TrainState,
     batch: &[HostArray],
 ) -> Result<(f32, f32, f32)> {
-    let data = data_arrays(client, &c.prog, batch)?;
+    run_train_step_rows(client, c, st, batch, None)
+}
+
+/// [`run_train_step`] on this process's rows of the batch (see [`data_arrays`]).
+pub fn run_train_step_rows(
+    client: &Client,
+    c: &Compiled,
+    st: &mut TrainState,
+    batch: &[HostArray],
+    rows: Option<Range<usize>>,
+) -> Result<(f32, f32, f32)> {
+    let data = data_arrays(client, c, batch, rows)?;
     let data: Vec<&ShardedArray> = data.iter().collect();
     run_train_step_on(client, c, st, &data)
 }
@@ -435,9 +521,9 @@ pub fn run_train_step_on(
     st: &mut TrainState,
     data: &[&ShardedArray],
 ) -> Result<(f32, f32, f32)> {
-    let step_buf = replicated_scalar(client, &c.prog, st.step as f32)?;
-    let rng_buf = replicated_scalar(client, &c.prog, step_seed(st.seed, st.step))?;
-    let lr_buf = replicated_scalar(client, &c.prog, st.lr_scale)?;
+    let step_buf = replicated_scalar(client, c, st.step as f32)?;
+    let rng_buf = replicated_scalar(client, c, step_seed(st.seed, st.step))?;
+    let lr_buf = replicated_scalar(client, c, st.lr_scale)?;
     let scalars = StepScalars {
         step: Some(&step_buf),
         rng: Some(&rng_buf),
@@ -458,7 +544,9 @@ pub fn run_train_step_on(
     Ok((scalars[0], scalars[1], scalars[2]))
 }
 
-/// Sums of each per-example output over the evaluation set, and the example count.
+/// Sums of each per-example output over the evaluation set, and the example count. In a
+/// job of several processes, the sums of the rows this process owns (each row is owned by
+/// one process): add them over the processes.
 pub fn evaluate(
     client: &Client,
     c: &Compiled,
@@ -468,13 +556,35 @@ pub fn evaluate(
     let mut sums = vec![0f64; c.prog.per_example.len()];
     let mut n = 0;
     for (inputs, valid) in batches {
-        let data = data_arrays(client, &c.prog, inputs)?;
+        let data = data_arrays(client, c, inputs, None)?;
         let data: Vec<&ShardedArray> = data.iter().collect();
         let args = arguments(&c.prog, params, &[], StepScalars::default(), &data)?;
         let out = execute_sharded(c, &args)?;
+        let owner = c.mesh.process_of_position();
+        let me = c.mesh.process() as u32;
         for (s, b) in sums.iter_mut().zip(&out) {
-            let v = b.to_host::<f32>()?;
-            *s += v[..*valid].iter().map(|&x| x as f64).sum::<f64>();
+            // Rows of the tiles this process owns (a replicated output: all, by one process).
+            for idx in owned_tiles(&b.layout, &owner, me) {
+                let pos = b
+                    .layout
+                    .device_tiles
+                    .iter()
+                    .position(|t| *t == idx)
+                    .context("an owned tile on no device")?;
+                let k = b
+                    .positions()
+                    .iter()
+                    .position(|&p| p == pos)
+                    .context("an owned tile on another process")?;
+                let v = b.shards()[k].to_host::<f32>()?;
+                let (lo, _) = b.layout.tile_rows(pos);
+                let row_elems = b.layout.shard_dims().iter().skip(1).product::<i64>().max(1);
+                for (e, x) in v.iter().enumerate() {
+                    if (lo as usize + e / row_elems as usize) < *valid {
+                        *s += *x as f64;
+                    }
+                }
+            }
         }
         n += valid;
     }
