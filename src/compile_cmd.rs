@@ -345,8 +345,16 @@ pub fn run(args: &CompileArgs) -> Result<()> {
                 .unwrap_or_default();
             let mut out = Vec::new();
             // An explicit assignment of the topology's devices: without one, libtpu's v5p
-            // all-reduce combiner dereferences a null assignment (SIGSEGV).
-            let assignment: Vec<i64> = topo.devices().iter().map(|d| d.id as i64).collect();
+            // all-reduce combiner dereferences a null assignment (SIGSEGV). The job's mesh
+            // order (process-major), as `rxla train` on the slice compiles it.
+            let mesh = runtime::GlobalDevices::from_topology(&topo, 0, n)?;
+            let assignment: Vec<i64> = mesh.devices().iter().map(|d| d.id).collect();
+            // Each host process feeds the devices it can address: these.
+            let process_devices: Vec<Vec<i64>> = mesh
+                .processes()
+                .into_iter()
+                .map(|p| mesh.process_device_ids(p))
+                .collect();
             for (name, prog) in &programs {
                 let (mlir, opts, fp) = lowered_on(prog, Some(&assignment))?;
                 let t = Instant::now();
@@ -369,6 +377,9 @@ pub fn run(args: &CompileArgs) -> Result<()> {
                 "processes": topo.num_processes(),
                 "device_kind": kind,
                 "process_index_of_device": topo.devices().iter().map(|d| d.process_index).collect::<Vec<_>>(),
+                "device_ids": topo.devices().iter().map(|d| d.id).collect::<Vec<_>>(),
+                "process_devices": process_devices,
+                "mesh_device_ids": assignment,
             });
             (
                 out,

@@ -121,3 +121,78 @@ fn gpt_compiles_for_a_v5p_2x2x2_with_data_and_tensor() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// gpt-125m for a v5e:4x4 slice (16 chips on 4 hosts) with fsdp over all 16: it fits, and the
+/// manifest says which chips each host process feeds: those of its process index in the
+/// topology, in the mesh order the program was compiled for. ~3 minutes of compiling on 2
+/// cores, so opt-in: `cargo test --release --test aot_tpu -- --ignored`.
+#[test]
+#[ignore]
+fn gpt_125m_compiles_for_a_v5e_4x4_slice_of_4_hosts_with_fsdp() {
+    if !libtpu_available() {
+        eprintln!("skipped: libtpu is not cached (set RXLA_TPU_TESTS=1 to fetch it)");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("rxla-aot-4x4-{}", std::process::id()));
+    let (ok, table, err) = compile(&[
+        "--config",
+        "configs/gpt-125m.toml",
+        "--target",
+        "tpu:v5e:4x4",
+        "--set",
+        "parallel.fsdp=true",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{table}\n{err}");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let t = &m["topology"];
+    assert_eq!(t["devices"], 16);
+    assert_eq!(t["processes"], 4);
+    assert_eq!(m["mesh"], "data=16", "{m}");
+    let ints = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
+    // Device id -> its process, as the topology lists them.
+    let of_device: std::collections::HashMap<i64, i64> = ints(&t["device_ids"])
+        .into_iter()
+        .zip(ints(&t["process_index_of_device"]))
+        .collect();
+    assert_eq!(of_device.len(), 16);
+    let ids: Vec<i64> = t["mesh_device_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let per: Vec<Vec<i64>> = t["process_devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(per.len(), 4);
+    // The topology lists devices by id: process p's are those whose index says p.
+    for (p, devs) in per.iter().enumerate() {
+        assert_eq!(devs.len(), 4, "{per:?}");
+        for &d in devs {
+            assert_eq!(of_device[&d], p as i64, "device {d} in {per:?}");
+        }
+    }
+    assert_eq!(per.concat(), ids, "process-major mesh order");
+    for p in m["programs"].as_array().unwrap() {
+        assert_eq!(p["fits"], true, "{p}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
