@@ -3,7 +3,7 @@
 use crate::config::total_steps;
 pub use crate::config::{ConfigArgs, DEFAULT_CONFIG};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
@@ -431,6 +431,51 @@ fn train_client(
     Ok(client)
 }
 
+type InitWeights<'a> =
+    dyn Fn(&[models::ParamSpec]) -> Result<Option<Vec<Option<train::tensor::Tensor>>>> + 'a;
+
+/// The settings of `cfg`'s run (the same on every process of a job).
+#[allow(clippy::too_many_arguments)]
+fn run_spec<'a>(
+    cfg: &TrainConfig,
+    model: &'a dyn nn::Model,
+    steps: usize,
+    out: &Path,
+    resume: Resume,
+    interrupt: Arc<AtomicUsize>,
+    init_weights: &'a InitWeights<'a>,
+    job: Option<&'a dist::Session>,
+) -> Result<RunSpec<'a>> {
+    let tokenizer = out.join(data::tokenizer::TOKENIZER_FILE);
+    Ok(RunSpec {
+        model,
+        optimizer: optimizer(cfg, steps)?,
+        steps,
+        eval_every: cfg.train.eval_every,
+        log_every: cfg.train.log_every,
+        eval_batch: cfg.train.eval_batch_size.unwrap_or(cfg.train.batch_size),
+        seed: cfg.seed,
+        out: out.to_path_buf(),
+        config_json: serde_json::to_value(cfg)?,
+        checkpoint_every: cfg.train.checkpoint_every,
+        keep_checkpoints: cfg.train.keep_checkpoints,
+        resume,
+        on_nonfinite: cfg.train.nonfinite()?,
+        skip_failed_checkpoints: cfg.train.on_checkpoint_error
+            == crate::config::OnCheckpointError::Skip,
+        interrupt: Some(interrupt),
+        extra_files: if tokenizer.is_file() {
+            vec![(data::tokenizer::TOKENIZER_FILE.to_string(), tokenizer)]
+        } else {
+            Vec::new()
+        },
+        peak_flops: cfg.train.peak_flops,
+        passes: cfg.passes()?,
+        init_weights: Some(init_weights),
+        job,
+    })
+}
+
 /// `rxla train` on a process other than 0 of a job: the same run, fed its rows of each
 /// batch, writing only its checkpoint tiles.
 fn train_in_job(
@@ -445,36 +490,18 @@ fn train_in_job(
     let mut data = registry::data(&mut cfg, &out)?;
     let model = crate::compress::train_model(&cfg)?;
     let steps = total_steps(&cfg, data.steps_per_epoch())?;
-    let opt = optimizer(&cfg, steps)?;
     let client = train_client(&args.device, &cfg, Some(job))?;
-    let tokenizer = out.join(data::tokenizer::TOKENIZER_FILE);
     let init_weights = |p: &[models::ParamSpec]| crate::compress::initial_weights(&cfg, p);
-    let spec = RunSpec {
-        model: model.as_ref(),
-        optimizer: opt,
+    let spec = run_spec(
+        &cfg,
+        model.as_ref(),
         steps,
-        eval_every: cfg.train.eval_every,
-        log_every: cfg.train.log_every,
-        eval_batch: cfg.train.eval_batch_size.unwrap_or(cfg.train.batch_size),
-        seed: cfg.seed,
-        out: out.clone(),
-        config_json: serde_json::to_value(&cfg)?,
-        checkpoint_every: cfg.train.checkpoint_every,
-        keep_checkpoints: cfg.train.keep_checkpoints,
+        &out,
         resume,
-        on_nonfinite: cfg.train.nonfinite()?,
-        skip_failed_checkpoints: false,
-        interrupt: Some(interrupt),
-        extra_files: if tokenizer.is_file() {
-            vec![(data::tokenizer::TOKENIZER_FILE.to_string(), tokenizer)]
-        } else {
-            Vec::new()
-        },
-        peak_flops: cfg.train.peak_flops,
-        passes: cfg.passes()?,
-        init_weights: Some(&init_weights as _),
-        job: Some(job),
-    };
+        interrupt,
+        &init_weights,
+        Some(job),
+    )?;
     train::learner::train(&client, &spec, data.as_mut(), Vec::new())?;
     Ok(())
 }
@@ -541,43 +568,22 @@ fn train(args: &TrainArgs) -> Result<()> {
     }
     let model = crate::compress::train_model(&cfg)?;
     let steps = total_steps(&cfg, data.steps_per_epoch())?;
-    let opt = optimizer(&cfg, steps)?;
     let client = train_client(&args.device, &cfg, job.as_ref())?;
     if let Some(dir) = &args.compiled {
         crate::compile_cmd::use_compiled(dir, &cfg, &client, &args.config.config)?;
     }
     let tokenizer = out.join(data::tokenizer::TOKENIZER_FILE);
     let init_weights = |p: &[models::ParamSpec]| crate::compress::initial_weights(&cfg, p);
-    let spec = RunSpec {
-        model: model.as_ref(),
-        optimizer: opt,
+    let spec = run_spec(
+        &cfg,
+        model.as_ref(),
         steps,
-        eval_every: cfg.train.eval_every,
-        log_every: cfg.train.log_every,
-        eval_batch: cfg.train.eval_batch_size.unwrap_or(cfg.train.batch_size),
-        seed: cfg.seed,
-        out: out.clone(),
-        config_json: serde_json::to_value(&cfg)?,
-        checkpoint_every: cfg.train.checkpoint_every,
-        keep_checkpoints: cfg.train.keep_checkpoints,
+        &out,
         resume,
-        on_nonfinite: cfg.train.nonfinite()?,
-        skip_failed_checkpoints: cfg.train.on_checkpoint_error
-            == crate::config::OnCheckpointError::Skip,
-        interrupt: Some(interrupt),
-        extra_files: if tokenizer.is_file() {
-            vec![(
-                data::tokenizer::TOKENIZER_FILE.to_string(),
-                tokenizer.clone(),
-            )]
-        } else {
-            Vec::new()
-        },
-        peak_flops: cfg.train.peak_flops,
-        passes: cfg.passes()?,
-        init_weights: Some(&init_weights as _),
-        job: job.as_ref(),
-    };
+        interrupt,
+        &init_weights,
+        job.as_ref(),
+    )?;
     let mut callbacks: Vec<Box<dyn train::learner::Callback>> = Vec::new();
     if let Some(es) = &cfg.train.early_stopping {
         callbacks.push(Box::new(
