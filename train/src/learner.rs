@@ -163,6 +163,28 @@ pub struct CheckpointPolicy {
     pub skip_failed_writes: bool,
 }
 
+impl CheckpointPolicy {
+    /// What checkpoint `step` of a run with `seed` records.
+    fn state(&self, step: usize, seed: u64) -> CheckpointState {
+        CheckpointState {
+            format: 0,
+            step,
+            seed,
+            config: self.config.clone(),
+            checksums: Default::default(),
+            files: Vec::new(),
+        }
+    }
+
+    /// The extra files as `save` takes them.
+    fn extra(&self) -> Vec<(&str, &Path)> {
+        self.extra_files
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_path()))
+            .collect()
+    }
+}
+
 /// Whether a run continues from the newest complete checkpoint of its directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -628,19 +650,8 @@ fn save_checkpoint(model: &mut dyn TrainStep, cp: &CheckpointPolicy, step: usize
     let Some(snap) = model.checkpoint_tensors()? else {
         bail!("this model keeps no checkpointable state: drop the checkpoint settings");
     };
-    let state = CheckpointState {
-        format: 0,
-        step,
-        seed: snap.seed,
-        config: cp.config.clone(),
-        checksums: Default::default(),
-        files: Vec::new(),
-    };
-    let extra: Vec<(&str, &Path)> = cp
-        .extra_files
-        .iter()
-        .map(|(n, p)| (n.as_str(), p.as_path()))
-        .collect();
+    let state = cp.state(step, snap.seed);
+    let extra = cp.extra();
     crate::checkpoint::save(
         &cp.root,
         &state,
@@ -802,19 +813,8 @@ impl TrainStep for ProgramStep<'_> {
                 optimizer.push(name);
             }
         }
-        let state = CheckpointState {
-            format: 0,
-            step,
-            seed: self.state.seed,
-            config: cp.config.clone(),
-            checksums: Default::default(),
-            files: Vec::new(),
-        };
-        let extra: Vec<(&str, &Path)> = cp
-            .extra_files
-            .iter()
-            .map(|(n, p)| (n.as_str(), p.as_path()))
-            .collect();
+        let state = cp.state(step, self.state.seed);
+        let extra = cp.extra();
         let sj = SaveJob {
             root: &cp.root,
             state: &state,
