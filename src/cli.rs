@@ -275,17 +275,24 @@ impl DeviceArgs {
         }
     }
 
+    /// The request for a client with at least `needed` devices when that is ours to choose:
+    /// on the cpu backend without `--cpu-devices`, that many virtual devices.
+    fn request_for(&self, needed: usize) -> Result<ClientRequest> {
+        let mut req = self.request();
+        let cpu = provision::backend_from_env(self.backend)? == Backend::Cpu;
+        if needed > 1 && cpu && req.cpu_devices.is_none() {
+            req.cpu_devices = Some(needed);
+        }
+        Ok(req)
+    }
+
     /// [`DeviceArgs::client_for`] for process `job` of a job: the plugin gets the job's
     /// store and process id.
     pub fn client_in_job(&self, needed: usize, job: &dist::Session) -> Result<runtime::Client> {
         if self.no_compile_cache {
             runtime::cache::disable();
         }
-        let mut req = self.request();
-        let cpu = provision::backend_from_env(self.backend)? == Backend::Cpu;
-        if needed > 1 && cpu && req.cpu_devices.is_none() {
-            req.cpu_devices = Some(needed);
-        }
+        let req = self.request_for(needed)?;
         provision::client_in_job(&req, &crate::job::runtime_job(job)).with_context(|| {
             format!(
                 "starting the PJRT client of process {} of {}",
@@ -295,18 +302,12 @@ impl DeviceArgs {
         })
     }
 
-    /// A client with at least `needed` devices when that is ours to choose: on the cpu
-    /// backend without `--cpu-devices`, that many virtual devices.
+    /// A client with at least `needed` devices (see [`DeviceArgs::request_for`]).
     pub fn client_for(&self, needed: usize) -> Result<runtime::Client> {
-        let cpu = provision::backend_from_env(self.backend)? == Backend::Cpu;
-        if needed > 1 && cpu && self.cpu_devices.is_none() {
-            return DeviceArgs {
-                cpu_devices: Some(needed),
-                ..self.clone()
-            }
-            .client();
+        if self.no_compile_cache {
+            runtime::cache::disable();
         }
-        self.client()
+        provision::client(&self.request_for(needed)?).context("starting the PJRT client")
     }
 }
 
@@ -431,79 +432,51 @@ fn train_client(
     Ok(client)
 }
 
-type InitWeights<'a> =
-    dyn Fn(&[models::ParamSpec]) -> Result<Option<Vec<Option<train::tensor::Tensor>>>> + 'a;
-
-/// The settings of `cfg`'s run (the same on every process of a job).
-#[allow(clippy::too_many_arguments)]
-fn run_spec<'a>(
-    cfg: &TrainConfig,
-    model: &'a dyn nn::Model,
-    steps: usize,
-    out: &Path,
-    resume: Resume,
-    interrupt: Arc<AtomicUsize>,
-    init_weights: &'a InitWeights<'a>,
-    job: Option<&'a dist::Session>,
-) -> Result<RunSpec<'a>> {
-    let tokenizer = out.join(data::tokenizer::TOKENIZER_FILE);
-    Ok(RunSpec {
-        model,
-        optimizer: optimizer(cfg, steps)?,
-        steps,
-        eval_every: cfg.train.eval_every,
-        log_every: cfg.train.log_every,
-        eval_batch: cfg.train.eval_batch_size.unwrap_or(cfg.train.batch_size),
-        seed: cfg.seed,
-        out: out.to_path_buf(),
-        config_json: serde_json::to_value(cfg)?,
-        checkpoint_every: cfg.train.checkpoint_every,
-        keep_checkpoints: cfg.train.keep_checkpoints,
-        resume,
-        on_nonfinite: cfg.train.nonfinite()?,
-        skip_failed_checkpoints: cfg.train.on_checkpoint_error
-            == crate::config::OnCheckpointError::Skip,
-        interrupt: Some(interrupt),
-        extra_files: if tokenizer.is_file() {
-            vec![(data::tokenizer::TOKENIZER_FILE.to_string(), tokenizer)]
-        } else {
-            Vec::new()
-        },
-        peak_flops: cfg.train.peak_flops,
-        passes: cfg.passes()?,
-        init_weights: Some(init_weights),
-        job,
-    })
+/// Locks run directory `out` (one process per run) and says how the run starts.
+fn lock_run(out: &Path, resume: Resume) -> Result<files::DirLock> {
+    // First, before anything is written there.
+    let lock = files::DirLock::acquire(out).map_err(|e| match e {
+        files::Error::Locked { pid, .. } => anyhow::anyhow!(
+            "another rxla process (pid {}) is training in {}: wait for it, stop it (kill -TERM \
+             checkpoints and exits), or choose another --out",
+            pid.map_or("unknown".into(), |p| p.to_string()),
+            out.display()
+        ),
+        e => anyhow::Error::new(e).context(format!("locking {}", out.display())),
+    })?;
+    let point = train::learner::resume_point(&out.join("checkpoints"), resume)?;
+    eprintln!(
+        "{}",
+        train::learner::start_line(out, resume, point.as_ref())
+    );
+    if let Some(pid) = lock.took_over_from {
+        eprintln!(
+            "rxla: took over the lock of {} left by pid {pid}, which is gone",
+            out.display()
+        );
+    }
+    Ok(lock)
 }
 
-/// `rxla train` on a process other than 0 of a job: the same run, fed its rows of each
-/// batch, writing only its checkpoint tiles.
-fn train_in_job(
-    args: &TrainArgs,
-    mut cfg: TrainConfig,
-    out: PathBuf,
-    job: &dist::Session,
-) -> Result<()> {
-    let resume = args.resume.unwrap_or(cfg.train.resume);
-    let interrupt = stop_on_signals()?;
-    job.barrier("rxla/train/data")?;
-    let mut data = registry::data(&mut cfg, &out)?;
-    let model = crate::compress::train_model(&cfg)?;
-    let steps = total_steps(&cfg, data.steps_per_epoch())?;
-    let client = train_client(&args.device, &cfg, Some(job))?;
-    let init_weights = |p: &[models::ParamSpec]| crate::compress::initial_weights(&cfg, p);
-    let spec = run_spec(
-        &cfg,
-        model.as_ref(),
-        steps,
-        &out,
-        resume,
-        interrupt,
-        &init_weights,
-        Some(job),
-    )?;
-    train::learner::train(&client, &spec, data.as_mut(), Vec::new())?;
-    Ok(())
+/// The run's data. In a job, process 0 prepares it (tokenizer, token caches in `out`) and
+/// the others then read what it wrote.
+fn job_data(
+    cfg: &mut TrainConfig,
+    out: &Path,
+    job: Option<&dist::Session>,
+) -> Result<Box<dyn data::DataSource>> {
+    let Some(j) = job else {
+        return registry::data(cfg, out);
+    };
+    const PREPARED: &str = "rxla/train/data";
+    if j.process_id() != 0 {
+        j.barrier(PREPARED)?;
+    }
+    let data = registry::data(cfg, out)?;
+    if j.process_id() == 0 {
+        j.barrier(PREPARED)?;
+    }
+    Ok(data)
 }
 
 /// SIGTERM and SIGINT set the returned flag to the signal's number (the loop then
@@ -535,56 +508,56 @@ fn train(args: &TrainArgs) -> Result<()> {
     };
     let leader = job.as_ref().is_none_or(|j| j.process_id() == 0);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    if !leader {
-        return train_in_job(args, cfg, out, job.as_ref().expect("a job"));
-    }
-    // First, before anything is written there: one process per run directory.
-    let lock = files::DirLock::acquire(&out).map_err(|e| match e {
-        files::Error::Locked { pid, .. } => anyhow::anyhow!(
-            "another rxla process (pid {}) is training in {}: wait for it, stop it (kill -TERM \
-             checkpoints and exits), or choose another --out",
-            pid.map_or("unknown".into(), |p| p.to_string()),
-            out.display()
-        ),
-        e => anyhow::Error::new(e).context(format!("locking {}", out.display())),
-    })?;
     let resume = args.resume.unwrap_or(cfg.train.resume);
-    let point = train::learner::resume_point(&out.join("checkpoints"), resume)?;
-    eprintln!(
-        "{}",
-        train::learner::start_line(&out, resume, point.as_ref())
-    );
-    if let Some(pid) = lock.took_over_from {
-        eprintln!(
-            "rxla: took over the lock of {} left by pid {pid}, which is gone",
-            out.display()
-        );
-    }
+    // Held to the end of the run; the other processes of a job share process 0's directory.
+    let _lock = if leader {
+        Some(lock_run(&out, resume)?)
+    } else {
+        None
+    };
     let interrupt = stop_on_signals()?;
-    let mut data = registry::data(&mut cfg, &out)?;
-    if let Some(j) = &job {
-        // The data is prepared (tokenizer, token caches): the others may read it now.
-        j.barrier("rxla/train/data")?;
-    }
+    let mut data = job_data(&mut cfg, &out, job.as_ref())?;
     let model = crate::compress::train_model(&cfg)?;
     let steps = total_steps(&cfg, data.steps_per_epoch())?;
+    let opt = optimizer(&cfg, steps)?;
     let client = train_client(&args.device, &cfg, job.as_ref())?;
     if let Some(dir) = &args.compiled {
         crate::compile_cmd::use_compiled(dir, &cfg, &client, &args.config.config)?;
     }
     let tokenizer = out.join(data::tokenizer::TOKENIZER_FILE);
     let init_weights = |p: &[models::ParamSpec]| crate::compress::initial_weights(&cfg, p);
-    let spec = run_spec(
-        &cfg,
-        model.as_ref(),
+    let spec = RunSpec {
+        model: model.as_ref(),
+        optimizer: opt,
         steps,
-        &out,
+        eval_every: cfg.train.eval_every,
+        log_every: cfg.train.log_every,
+        eval_batch: cfg.train.eval_batch_size.unwrap_or(cfg.train.batch_size),
+        seed: cfg.seed,
+        out: out.clone(),
+        config_json: serde_json::to_value(&cfg)?,
+        checkpoint_every: cfg.train.checkpoint_every,
+        keep_checkpoints: cfg.train.keep_checkpoints,
         resume,
-        interrupt,
-        &init_weights,
-        job.as_ref(),
-    )?;
+        on_nonfinite: cfg.train.nonfinite()?,
+        skip_failed_checkpoints: cfg.train.on_checkpoint_error
+            == crate::config::OnCheckpointError::Skip,
+        interrupt: Some(interrupt),
+        extra_files: if tokenizer.is_file() {
+            vec![(
+                data::tokenizer::TOKENIZER_FILE.to_string(),
+                tokenizer.clone(),
+            )]
+        } else {
+            Vec::new()
+        },
+        peak_flops: cfg.train.peak_flops,
+        passes: cfg.passes()?,
+        init_weights: Some(&init_weights as _),
+        job: job.as_ref(),
+    };
     let mut callbacks: Vec<Box<dyn train::learner::Callback>> = Vec::new();
+    // Every process of a job stops early at the same step: their evaluations are equal.
     if let Some(es) = &cfg.train.early_stopping {
         callbacks.push(Box::new(
             train::callbacks::EarlyStopping::new(&es.monitor, es.patience)
@@ -592,15 +565,19 @@ fn train(args: &TrainArgs) -> Result<()> {
                 .on_evaluations(),
         ));
     }
-    if cfg.train.tensorboard {
+    // Process 0 writes the run's files.
+    if cfg.train.tensorboard && leader {
         callbacks.push(Box::new(train::callbacks::TensorBoard::new(
             out.join("tensorboard"),
         )));
     }
     let summary = train::learner::train(&client, &spec, data.as_mut(), callbacks)?;
     if let Some(j) = job {
-        // What follows (scores, a sample) runs on process 0's devices alone.
         j.finish()?;
+    }
+    // What follows (scores, a sample) runs on process 0's devices alone.
+    if !leader {
+        return Ok(());
     }
     if let Some(sig) = summary.get("stopped_by_signal").and_then(|v| v.as_u64()) {
         let name = signal_hook::low_level::signal_name(sig as i32).unwrap_or("a signal");

@@ -780,39 +780,21 @@ impl TrainStep for ProgramStep<'_> {
             return Ok(false);
         };
         use crate::checkpoint::sharded::{save, Group, SaveJob};
-        let prog = &self.train.prog;
         let owner = self.train.mesh.process_of_position();
         let me = job.process_id();
-        let (mut tiles, mut params, mut optimizer) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, p) in prog.params.iter().enumerate() {
-            if self.unsaved[i] {
-                continue;
+        let (named_params, named_opt) = self.state.named(&self.train.prog);
+        let mut tiles = Vec::new();
+        let mut names = |group, arrays: Vec<crate::state::Named>| -> Result<Vec<String>> {
+            let mut out = Vec::new();
+            // Unsaved parameters (a teacher's) are frozen: no optimizer state either.
+            for (_, name, a) in arrays.into_iter().filter(|(i, ..)| !self.unsaved[*i]) {
+                owned_tiles(&mut tiles, group, &name, a, &owner, me)?;
+                out.push(name);
             }
-            params.push(p.name.clone());
-            owned_tiles(
-                &mut tiles,
-                Group::Params,
-                &p.name,
-                &self.state.params[i],
-                &owner,
-                me,
-            )?;
-            for (k, slot) in prog.slots.iter().enumerate() {
-                let Some(at) = prog.state_index(i, k) else {
-                    continue;
-                };
-                let name = format!("{}.{slot}", p.name);
-                owned_tiles(
-                    &mut tiles,
-                    Group::Optimizer,
-                    &name,
-                    &self.state.state[at],
-                    &owner,
-                    me,
-                )?;
-                optimizer.push(name);
-            }
-        }
+            Ok(out)
+        };
+        let params = names(Group::Params, named_params)?;
+        let optimizer = names(Group::Optimizer, named_opt)?;
         let state = cp.state(step, self.state.seed);
         let extra = cp.extra();
         let sj = SaveJob {

@@ -100,6 +100,9 @@ impl Compiled {
     }
 }
 
+/// A state array with its checkpoint name and its parameter's index.
+pub type Named<'a> = (usize, String, &'a ShardedArray);
+
 /// Parameters and optimizer state on the program's devices (sharded by its plan).
 pub struct TrainState {
     pub params: Vec<ShardedArray>,
@@ -232,26 +235,38 @@ pub fn check_data(prog: &StepProgram, batch: &[HostArray], what: &str) -> Result
 impl TrainState {
     /// Parameters and optimizer state copied to the host, named for a checkpoint.
     pub fn to_host(&self, prog: &StepProgram) -> Result<(Vec<NamedTensor>, Vec<NamedTensor>)> {
+        let host = |arrays: Vec<Named>| -> Result<Vec<NamedTensor>> {
+            arrays
+                .into_iter()
+                .map(|(_, name, a)| {
+                    Ok(NamedTensor {
+                        name,
+                        dims: a.dims().to_vec(),
+                        data: a.to_host::<f32>()?,
+                    })
+                })
+                .collect()
+        };
+        let (params, opt) = self.named(prog);
+        Ok((host(params)?, host(opt)?))
+    }
+
+    /// The arrays a checkpoint holds, with their checkpoint names and parameter indices:
+    /// the parameters in program order, and the optimizer state (`{param}.{slot}`,
+    /// parameter-major).
+    pub fn named(&self, prog: &StepProgram) -> (Vec<Named<'_>>, Vec<Named<'_>>) {
         let mut params = Vec::with_capacity(self.params.len());
         let mut opt = Vec::with_capacity(self.state.len());
         for (i, p) in prog.params.iter().enumerate() {
-            params.push(NamedTensor {
-                name: p.name.clone(),
-                dims: p.ty.dims().to_vec(),
-                data: self.params[i].to_host::<f32>()?,
-            });
+            params.push((i, p.name.clone(), &self.params[i]));
             for (k, slot) in prog.slots.iter().enumerate() {
                 let Some(at) = prog.state_index(i, k) else {
                     continue;
                 };
-                opt.push(NamedTensor {
-                    name: format!("{}.{slot}", p.name),
-                    dims: p.ty.dims().to_vec(),
-                    data: self.state[at].to_host::<f32>()?,
-                });
+                opt.push((i, format!("{}.{slot}", p.name), &self.state[at]));
             }
         }
-        Ok((params, opt))
+        (params, opt)
     }
 
     /// Device state from a checkpoint, checked against the program's parameters.
@@ -555,13 +570,13 @@ pub fn evaluate(
 ) -> Result<(Vec<f64>, usize)> {
     let mut sums = vec![0f64; c.prog.per_example.len()];
     let mut n = 0;
+    let owner = c.mesh.process_of_position();
+    let me = c.mesh.process() as u32;
     for (inputs, valid) in batches {
         let data = data_arrays(client, c, inputs, None)?;
         let data: Vec<&ShardedArray> = data.iter().collect();
         let args = arguments(&c.prog, params, &[], StepScalars::default(), &data)?;
         let out = execute_sharded(c, &args)?;
-        let owner = c.mesh.process_of_position();
-        let me = c.mesh.process() as u32;
         for (s, b) in sums.iter_mut().zip(&out) {
             // Rows of the tiles this process owns (a replicated output: all, by one process).
             for idx in owned_tiles(&b.layout, &owner, me) {
